@@ -1,0 +1,3 @@
+"""consultd: real-time consult rooms for physicians."""
+
+__version__ = "0.1.0"

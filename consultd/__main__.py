@@ -1,0 +1,3 @@
+from consultd.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""The service container: what the transports call. Built once in ``app.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from consultd.auth.accounts import Accounts
+from consultd.chat.service import ChatService
+from consultd.config import Settings
+from consultd.metrics import Metrics
+from consultd.rooms.registry import RoomRegistry
+from consultd.rooms.service import RoomService
+from consultd.store.unit import Store
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    accounts: Accounts
+    registry: RoomRegistry
+    rooms: RoomService
+    chat: ChatService
+    metrics: Metrics
+    sockets_open: Callable[[], int]
+
+
+SERVICES = web.AppKey("services", Services)

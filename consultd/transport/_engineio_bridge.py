@@ -1,0 +1,123 @@
+"""The only module that touches python-socketio / python-engineio private names.
+
+Pinned versions are in ``pyproject.toml``; ``tests/transport/test_engineio_bridge.py``
+fails loudly if an upgrade moves any of them.
+
+- ``CappedQueue``: Engine.IO keeps an unbounded send queue per client (python-engineio
+  #133). Past ``max_queued`` packets the client is cut off (the ``None`` sentinel ends its
+  writer task and closes the websocket); it reconnects and resyncs, and the room never
+  waits for it nor grows the server's memory.
+- ``NoDeflateWebSocket``: aiohttp negotiates permessage-deflate by default; refused here
+  (an idle connection cost 130 KB with it and every delivery twice the CPU).
+- ``AsyncServer._handle_event_internal``: records whether the client asked for an ack, so
+  a failure goes back either in the ack or as an ``error`` event, never both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+import engineio
+import socketio
+from aiohttp.web import WebSocketResponse
+from engineio.async_drivers import aiohttp as eio_aiohttp
+
+ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=False)
+
+
+class CappedQueue(asyncio.Queue[Any]):
+    def __init__(self, max_queued: int, on_overflow: Callable[[], None]) -> None:
+        super().__init__()
+        self._max_queued = max_queued
+        self._on_overflow = on_overflow
+        self.overflowed = False
+
+    def put_nowait(self, item: Any) -> None:
+        if self.overflowed:
+            return  # the writer is already being stopped
+        if item is not None and self.qsize() >= self._max_queued:
+            self.overflowed = True
+            self._on_overflow()
+            item = None  # end the writer: it closes the websocket
+        super().put_nowait(item)
+
+
+class NoDeflateWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+    async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=False
+        )
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
+
+
+class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *args: Any,
+        max_queued: int = 1000,
+        on_overflow: Callable[[], None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_queued = max_queued
+        self._on_overflow = on_overflow
+        drivers: dict[str, Any] = dict(self._async)  # type: ignore[has-type]
+        drivers["websocket"] = NoDeflateWebSocket
+        self._async = drivers
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> asyncio.Queue[Any]:
+        return CappedQueue(self._max_queued, self._on_overflow)
+
+
+class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *args: Any,
+        max_queued: int = 1000,
+        on_overflow: Callable[[], None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
+        self._max_queued = max_queued
+        self._on_overflow = on_overflow
+        super().__init__(*args, **kwargs)
+
+    def _engineio_server_class(self) -> Any:
+        max_queued, on_overflow = self._max_queued, self._on_overflow
+
+        def make(*args: Any, **kwargs: Any) -> EngineIOServer:
+            return EngineIOServer(*args, max_queued=max_queued, on_overflow=on_overflow, **kwargs)
+
+        return make
+
+    async def _handle_event_internal(
+        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: int | None
+    ) -> None:
+        token = ack_requested.set(id is not None)
+        try:
+            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        finally:
+            ack_requested.reset(token)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except MalformedPacket:
+            # Undecodable bytes: tell the client, drop the packet, keep the connection.
+            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            if sid is not None:
+                await self.emit(
+                    "error",
+                    {"code": "bad_request", "message": "malformed packet", "event": None},
+                    to=sid,
+                )
+
+
+class MalformedPacket(ValueError):
+    """A socket.io packet that does not decode (its bytes are not kept: they may hold PHI)."""

@@ -1,0 +1,176 @@
+"""Pydantic models for every HTTP body and socket.io payload.
+
+They validate requests and generate ``/api/openapi.json``; ``docs/protocol.md`` describes
+the same shapes for people.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+Name80 = Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=r"\S")]
+ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Lang = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+class Empty(Strict):
+    """No fields: send ``{}``."""
+
+
+class RegisterBody(Strict):
+    name: Text200
+    email: EmailStr
+    password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
+    specialty: Text200
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")]
+    languages: Annotated[list[Lang], Field(min_length=1, max_length=10)]
+
+
+class LoginBody(Strict):
+    email: Annotated[str, StringConstraints(min_length=3, max_length=320)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class CreateRoomBody(Strict):
+    title: Text200
+    summary: Annotated[str, StringConstraints(max_length=4000)] = ""
+    lobby: bool = True
+
+
+class UpdateRoomBody(Strict):
+    title: Text200 | None = None
+    summary: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    lobby: bool | None = None
+
+
+class CreateCodeBody(Strict):
+    role: Literal["participant", "observer"] = "participant"
+    expires_in_s: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 24 * 3600
+    max_uses: Annotated[int, Field(ge=1, le=500)] = 10
+
+
+class InviteBody(Strict):
+    email: Annotated[str, StringConstraints(min_length=3, max_length=320)]
+
+
+class RedeemBody(Strict):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    display_name: Name80
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+class UserOut(Strict):
+    id: str
+    email: str
+    name: str
+    specialty: str
+    country: str
+    languages: list[str]
+
+
+class RoomOut(Strict):
+    id: str
+    title: str
+    summary: str
+    lobby: bool
+    status: Literal["open", "ended"]
+    host_user_id: str
+    created_at: str
+    link: str
+
+
+class RoomList(Strict):
+    rooms: list[RoomOut]
+
+
+class ShareCodeOut(Strict):
+    id: str
+    role: Literal["participant", "observer"]
+    expires_at: str
+    max_uses: int
+    uses: int
+    revoked: bool
+    locked: bool
+    created_at: str
+    code: str | None = Field(default=None, description="Only in the creation response.")
+
+
+class ShareCodeList(Strict):
+    codes: list[ShareCodeOut]
+
+
+class InviteOut(Strict):
+    user_id: str
+    email: str
+
+
+class AdmissionOut(Strict):
+    room_id: str
+    participant_id: str
+    token: str
+    role: Literal["host", "participant", "observer"]
+    state: Literal["lobby", "admitted"]
+
+
+class AuditEventOut(Strict):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str | None
+    room_id: str | None
+    detail: dict[str, Any]
+
+
+class AuditList(Strict):
+    events: list[AuditEventOut]
+
+
+class Health(Strict):
+    status: Literal["ok"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[Any]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# -- socket.io payloads (client -> server) --------------------------------------------------
+
+
+class SioAuth(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    room: Id
+    token: Annotated[str, StringConstraints(min_length=16, max_length=128)] | None = None
+    since: Annotated[int, Field(ge=0)] | None = None
+
+
+class ChatIn(Strict):
+    id: ClientId
+    text: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class TargetIn(Strict):
+    participant_id: Id
+
+
+class LobbyIn(Strict):
+    enabled: bool

@@ -1,0 +1,31 @@
+"""socket.io on the wire: the msgpack serializer.
+
+The browser uses ``socket.io-msgpack-parser`` (notepack), which sends a ``Uint8Array`` as
+msgpack ext type 0: the unpacker turns ext 0 into ``bytes``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from socketio.msgpack_packet import MsgPackPacket
+
+from consultd.transport._engineio_bridge import MalformedPacket
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == 0:
+        return bytes(data)
+    raise ValueError("unsupported msgpack extension")
+
+
+class Packet(MsgPackPacket.configure(ext_hook=_ext_hook)):  # type: ignore[misc]
+    """msgpack socket.io packet; undecodable input raises ``MalformedPacket``."""
+
+    def decode(self, encoded_packet: bytes) -> None:
+        try:
+            super().decode(encoded_packet)
+        except Exception:
+            raise MalformedPacket("malformed socket.io packet") from None
+        if not isinstance(self.packet_type, int) or not isinstance(self.namespace, str | None):
+            raise MalformedPacket("malformed socket.io packet")
