@@ -8,7 +8,8 @@ fails loudly if an upgrade moves any of them.
   writer task and closes the websocket); it reconnects and resyncs, and the room never
   waits for it nor grows the server's memory.
 - ``NoDeflateWebSocket``: aiohttp negotiates permessage-deflate by default; refused here
-  (an idle connection cost 130 KB with it and every delivery twice the CPU).
+  (an idle connection cost 130 KB with it and every delivery twice the CPU). It also
+  closes a connection whose text frame is not Engine.IO.
 - ``AsyncServer._handle_event_internal``: records whether the client asked for an ack, so
   a failure goes back either in the ack or as an ``error`` event, never both.
 """
@@ -55,6 +56,14 @@ class NoDeflateWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         self.environ = environ
         await self.handler(self)
         return self._sock
+
+    async def wait(self) -> str | bytes:
+        # engineio decodes text frames with int(frame[0]) and lets the ValueError escape
+        # its read loop; a frame that is not Engine.IO closes the connection cleanly instead.
+        data = await super().wait()
+        if isinstance(data, str) and (not data or data[0] not in "0123456"):
+            raise OSError("not an Engine.IO packet")
+        return data  # type: ignore[no-any-return]
 
 
 class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]

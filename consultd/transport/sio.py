@@ -112,7 +112,9 @@ class Gateway:
         sid = self._sid_of.pop(participant_id, None)
         if sid is not None:
             self._conns.pop(sid, None)
-            await self.sio.disconnect(sid)
+            # Deferred one loop turn so that the ack of the event that caused it (the
+            # host's own ``end``) is queued before the socket closes.
+            asyncio.get_running_loop().call_soon(spawn, self.sio.disconnect(sid))
 
     # -- connection -------------------------------------------------------------------------
 
