@@ -26,7 +26,9 @@ FAST_KDF = {"CONSULTD_ARGON2_MEMORY_KIB": "8192", "CONSULTD_ARGON2_TIME_COST": "
 class ServerProcess:
     """``consultd serve`` on a free loopback port, in its own process."""
 
-    def __init__(self, data_dir: Path, *, database_url: str = "", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, database_url: str = "", env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.env = {**os.environ, **FAST_KDF, "CONSULTD_LOG_LEVEL": "WARNING", **(env or {})}
@@ -36,11 +38,25 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "consultd", "serve", "--port", "0", "--data-dir", str(self.data_dir)]
+        args = [
+            sys.executable,
+            "-m",
+            "consultd",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.database_url:
             args += ["--database-url", self.database_url]
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=open(self.log, "a"), text=True
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log, "a"),
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -75,12 +91,23 @@ class ServerProcess:
         self.proc = None
         return code
 
+    def wait_exit(self, timeout: float = 20) -> int:
+        """Wait for the process to end by itself (after a signal sent by the test)."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout=timeout)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+        return code
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def errors_logged(self) -> str:
         text = self.log.read_text() if self.log.exists() else ""
-        return "\n".join(line for line in text.splitlines() if "ERROR" in line or "Traceback" in line)
+        return "\n".join(
+            line for line in text.splitlines() if "ERROR" in line or "Traceback" in line
+        )
 
 
 _open_sessions: list[aiohttp.ClientSession] = []
@@ -111,7 +138,9 @@ class Physician:
             return data
 
     async def create_room(self, title: str = "Case 42", *, lobby: bool = True) -> dict[str, Any]:
-        return await self.post("/api/rooms", {"title": title, "summary": "de-identified", "lobby": lobby}, 201)
+        return await self.post(
+            "/api/rooms", {"title": title, "summary": "de-identified", "lobby": lobby}, 201
+        )
 
     async def make_code(self, room_id: str, **kw: Any) -> dict[str, Any]:
         return await self.post(f"/api/rooms/{room_id}/codes", kw, 201)
@@ -138,8 +167,13 @@ async def register(base: str, name: str = "Dr Ada", email: str | None = None) ->
         return Physician(s, await r.json())
 
 
-async def redeem(base: str, room_id: str, code: str, name: str = "Guest") -> tuple[int, dict[str, Any]]:
-    async with http(base) as s, s.post(f"/api/rooms/{room_id}/redeem", json={"code": code, "display_name": name}) as r:
+async def redeem(
+    base: str, room_id: str, code: str, name: str = "Guest"
+) -> tuple[int, dict[str, Any]]:
+    async with (
+        http(base) as s,
+        s.post(f"/api/rooms/{room_id}/redeem", json={"code": code, "display_name": name}) as r,
+    ):
         return r.status, await r.json()
 
 
@@ -158,7 +192,9 @@ class Peer:
     def of(self, name: str) -> list[Any]:
         return [d for n, d in self.events if n == name]
 
-    async def wait(self, name: str, pred: Callable[[Any], bool] = lambda d: True, timeout: float = 5) -> Any:
+    async def wait(
+        self, name: str, pred: Callable[[Any], bool] = lambda d: True, timeout: float = 5
+    ) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             for n, d in self.events:
@@ -175,11 +211,28 @@ class Peer:
         return await self.sio.call(event, {} if data is None else data, timeout=timeout)
 
 
-EVENTS = ("lobby", "joined", "presence", "chat", "room", "rejected", "removed", "ended", "server_shutdown", "error")
+EVENTS = (
+    "lobby",
+    "joined",
+    "presence",
+    "chat",
+    "room",
+    "rejected",
+    "removed",
+    "ended",
+    "server_shutdown",
+    "error",
+)
 
 
-async def connect(base: str, room_id: str, token: str | None, *, since: int | None = None,
-                  reconnection: bool = False) -> Peer:
+async def connect(
+    base: str,
+    room_id: str,
+    token: str | None,
+    *,
+    since: int | None = None,
+    reconnection: bool = False,
+) -> Peer:
     sio = socketio.AsyncClient(serializer="msgpack", reconnection=reconnection)
     peer = Peer(sio)
     for name in EVENTS:

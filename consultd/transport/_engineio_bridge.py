@@ -37,8 +37,8 @@ class CappedQueue(asyncio.Queue[Any]):
         self.overflowed = False
 
     def put_nowait(self, item: Any) -> None:
-        if self.overflowed:
-            return  # the writer is already being stopped
+        if self.overflowed and item is not None:
+            return  # the writer is already being stopped (it re-queues the sentinel)
         if item is not None and self.qsize() >= self._max_queued:
             self.overflowed = True
             self._on_overflow()
@@ -126,6 +126,16 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                     {"code": "bad_request", "message": "malformed packet", "event": None},
                     to=sid,
                 )
+
+
+async def close_all(sio: AsyncServer) -> None:
+    """Send every Engine.IO client a CLOSE without waiting for stalled ones to drain
+    (``AsyncServer.disconnect`` waits on each queue, forever for a stalled client)."""
+    for sock in list(sio.eio.sockets.values()):
+        await sock.close(wait=False, abort=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+        sock.queue.put_nowait(
+            None
+        )  # after the CLOSE packet, end the writer: it closes the websocket
 
 
 class MalformedPacket(ValueError):

@@ -18,13 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from consultd.errors import BadRequest, ConsultdError, Unauthorized, ValidationFailed
+from consultd.errors import BadRequest, ConsultdError, Unauthorized, Unavailable, ValidationFailed
 from consultd.ratelimit import RateLimiter
 from consultd.rooms.room import Participant, Room
 from consultd.services import Services
 from consultd.tasks import spawn
 from consultd.transport import schemas as s
-from consultd.transport._engineio_bridge import AsyncServer, ack_requested
+from consultd.transport._engineio_bridge import AsyncServer, ack_requested, close_all
 from consultd.transport.http import participant_cookie
 from consultd.transport.wire import Packet
 
@@ -123,7 +123,7 @@ class Gateway:
 
         try:
             if self.shutting_down:
-                raise Unauthorized("the server is shutting down")
+                raise Unavailable("the server is shutting down; reconnect shortly")
             try:
                 a = s.SioAuth.model_validate(auth if isinstance(auth, dict) else {})
             except ValidationError as exc:
@@ -256,8 +256,7 @@ class Gateway:
         """Tell every client, then close every socket (they reconnect to the next server)."""
         self.shutting_down = True
         await self.sio.emit("server_shutdown", {"reconnect_after_s": 2})
-        for sid in list(self._conns):
-            await self.sio.disconnect(sid)
+        await close_all(self.sio)
         self._conns.clear()
         self._sid_of.clear()
 

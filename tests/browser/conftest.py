@@ -116,10 +116,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, web_client_dist: Path) -> I
         log.close()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not found")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium_path: str) -> AsyncIterator[Browser]:
 
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -31,7 +31,7 @@ class Host:
     sio: socketio.AsyncClient
     events: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
 
-    async def next(self, event: str, pred: Any = lambda _: True, timeout: float = 10) -> Any:
+    async def next(self, event: str, pred: Any = lambda _: True, within: float = 10) -> Any:
         q = self.events[event]
 
         async def wait() -> Any:
@@ -40,7 +40,7 @@ class Host:
                 if pred(item):
                     return item
 
-        return await asyncio.wait_for(wait(), timeout)
+        return await asyncio.wait_for(wait(), within)
 
     async def call(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         ack = await self.sio.call(event, payload, timeout=10)
@@ -76,7 +76,11 @@ async def host(server: Any) -> AsyncIterator[Host]:
         room = await _post(
             http,
             "/api/rooms",
-            {"title": "Thoracic CT second opinion", "summary": "62 y.o., nodule RUL", "lobby": True},
+            {
+                "title": "Thoracic CT second opinion",
+                "summary": "62 y.o., nodule RUL",
+                "lobby": True,
+            },
         )
         code = await _post(
             http,
@@ -113,7 +117,9 @@ async def _redeem(page: Page, code: str, name: str) -> None:
     await page.get_by_test_id("redeem-button").click()
 
 
-async def test_guest_joins_through_lobby_and_chats(server: Any, browser: Browser, host: Host) -> None:
+async def test_guest_joins_through_lobby_and_chats(
+    server: Any, browser: Browser, host: Host
+) -> None:
     context = await browser.new_context(locale="en-US", viewport={"width": 1200, "height": 800})
     page = await context.new_page()
     page_errors: list[str] = []
@@ -124,23 +130,33 @@ async def test_guest_joins_through_lobby_and_chats(server: Any, browser: Browser
     await _redeem(page, host.code.lower().replace("-", " "), "Dr Guest")  # the server normalises
     await expect(page.get_by_test_id("lobby-waiting")).to_be_visible()
 
-    waiting = await host.next("presence", lambda p: p["state"] == "lobby" and p["name"] == "Dr Guest")
+    waiting = await host.next(
+        "presence", lambda p: p["state"] == "lobby" and p["name"] == "Dr Guest"
+    )
     guest_id = waiting["id"]
     await host.call("admit", {"participant_id": guest_id})
 
     people = page.get_by_test_id("participant-list")
     await expect(people).to_be_visible()
     await expect(page.get_by_test_id(f"participant-{guest_id}")).to_contain_text("Dr Guest")
-    await expect(page.get_by_test_id(f"participant-{guest_id}")).to_have_attribute("data-state", "joined")
-    await expect(page.get_by_test_id(f"participant-{host.participant_id}")).to_contain_text("Dr Ada Host")
-    await expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
+    await expect(page.get_by_test_id(f"participant-{guest_id}")).to_have_attribute(
+        "data-state", "joined"
+    )
+    await expect(page.get_by_test_id(f"participant-{host.participant_id}")).to_contain_text(
+        "Dr Ada Host"
+    )
+    await expect(page.get_by_test_id("connection-status")).to_have_attribute(
+        "data-state", "connected"
+    )
     await expect(page.get_by_test_id("lobby-waiting")).to_have_count(0)
 
     # host -> browser
     await host.call("chat", {"id": "host-1", "text": "Welcome, please look at slice 112."})
     log = page.get_by_test_id("chat-log")
     await expect(log.get_by_test_id("chat-message")).to_have_count(1)
-    await expect(log.get_by_test_id("chat-message").first).to_contain_text("Welcome, please look at slice 112.")
+    await expect(log.get_by_test_id("chat-message").first).to_contain_text(
+        "Welcome, please look at slice 112."
+    )
 
     # browser -> host: shown at once, then confirmed by the ack
     await page.get_by_test_id("chat-input").fill("Looks like a hamartoma to me.")
@@ -160,7 +176,9 @@ async def test_guest_joins_through_lobby_and_chats(server: Any, browser: Browser
     await host.next("presence", lambda p: p["id"] == guest_id and p["state"] == "reconnecting")
     page = await context.new_page()
     await page.goto(f"{server.url}/r/{host.room_id}")
-    await expect(page.get_by_test_id(f"participant-{guest_id}")).to_have_attribute("data-state", "joined")
+    await expect(page.get_by_test_id(f"participant-{guest_id}")).to_have_attribute(
+        "data-state", "joined"
+    )
     await expect(page.get_by_test_id("code-input")).to_have_count(0)
     await host.next("presence", lambda p: p["id"] == guest_id and p["state"] == "joined")
     log = page.get_by_test_id("chat-log")

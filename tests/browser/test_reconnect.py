@@ -5,6 +5,7 @@ with its original client id, after the reconnect.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -82,7 +83,9 @@ def restartable(tmp_path: Path, web_client_dist: Path) -> Iterator[RestartableSe
 
 
 async def _setup_room(url: str) -> tuple[str, str]:
-    async with aiohttp.ClientSession(base_url=url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async with aiohttp.ClientSession(
+        base_url=url, cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as http:
 
         async def post(path: str, body: dict[str, Any]) -> Any:
             async with http.post(path, json=body) as resp:
@@ -106,7 +109,9 @@ async def _setup_room(url: str) -> tuple[str, str]:
         return room["id"], code["code"]
 
 
-async def test_chat_survives_server_restart(restartable: RestartableServer, browser: Browser) -> None:
+async def test_chat_survives_server_restart(
+    restartable: RestartableServer, browser: Browser
+) -> None:
     room_id, code = await _setup_room(restartable.url)
     context = await browser.new_context(locale="en-US")
     page = await context.new_page()
@@ -121,7 +126,7 @@ async def test_chat_survives_server_restart(restartable: RestartableServer, brow
     await page.get_by_test_id("chat-send").click()
     await expect(messages.first).to_have_attribute("data-status", "sent")
 
-    restartable.stop()
+    await asyncio.to_thread(restartable.stop)
     status = page.get_by_test_id("connection-status")
     await expect(status).not_to_have_attribute("data-state", "connected")
     await page.get_by_test_id("chat-input").fill("written while the server was down")
@@ -130,7 +135,7 @@ async def test_chat_survives_server_restart(restartable: RestartableServer, brow
     await expect(pending).to_have_attribute("data-status", "pending")
     client_id = await pending.get_attribute("data-id")
 
-    restartable.start()
+    await asyncio.to_thread(restartable.start)
     await expect(status).to_have_attribute("data-state", "connected", timeout=40_000)
     await expect(messages).to_have_count(2)
     await expect(messages.nth(1)).to_have_attribute("data-status", "sent", timeout=10_000)

@@ -26,7 +26,9 @@ async def test_code_redeem_lobby_admit_chat_history(server: ServerProcess) -> No
     code = await dr.make_code(room["id"], role="participant", max_uses=2)
     assert len(code["code"]) == 29 and code["code"].count("-") == 4
 
-    status, guest_adm = await redeem(server.url, room["id"], code["code"].lower().replace("-", " "), "Dr Guest")
+    status, guest_adm = await redeem(
+        server.url, room["id"], code["code"].lower().replace("-", " "), "Dr Guest"
+    )
     assert status == 201 and guest_adm["state"] == "lobby"
     guest = await connect(server.url, room["id"], guest_adm["token"])
     async with closing(host, guest):
@@ -42,7 +44,9 @@ async def test_code_redeem_lobby_admit_chat_history(server: ServerProcess) -> No
         joined = await guest.wait("joined")
         assert [m["text"] for m in joined["history"]] == ["history please"]
         assert {p["name"] for p in joined["participants"]} == {"Dr Ada", "Dr Guest"}
-        await host.wait("presence", lambda p: p["id"] == guest_adm["participant_id"] and p["state"] == "joined")
+        await host.wait(
+            "presence", lambda p: p["id"] == guest_adm["participant_id"] and p["state"] == "joined"
+        )
 
         ack = await guest.call("chat", {"id": "g-1", "text": "bonjour"})
         assert ack["ok"]
@@ -52,9 +56,11 @@ async def test_code_redeem_lobby_admit_chat_history(server: ServerProcess) -> No
 
 
 async def test_retried_chat_is_stored_once(server: ServerProcess) -> None:
-    dr, room, _, host = await _room_with_host(server, lobby=False)
+    _dr, _room, _, host = await _room_with_host(server, lobby=False)
     async with closing(host):
-        acks = await asyncio.gather(*(host.call("chat", {"id": "same", "text": "once"}) for _ in range(5)))
+        acks = await asyncio.gather(
+            *(host.call("chat", {"id": "same", "text": "once"}) for _ in range(5))
+        )
         assert {a["message"]["seq"] for a in acks} == {1}
         again = await host.call("chat", {"id": "same", "text": "once"})
         assert again["message"]["seq"] == 1
@@ -64,7 +70,9 @@ async def test_retried_chat_is_stored_once(server: ServerProcess) -> None:
     assert db.execute("select count(*) from chat_messages").fetchone()[0] == 2
 
 
-async def test_reconnect_resumes_same_participant_and_misses_nothing(fast_grace_server: ServerProcess) -> None:
+async def test_reconnect_resumes_same_participant_and_misses_nothing(
+    fast_grace_server: ServerProcess,
+) -> None:
     srv = fast_grace_server
     dr, room, _, host = await _room_with_host(srv, lobby=False)
     code = await dr.make_code(room["id"])
@@ -72,7 +80,9 @@ async def test_reconnect_resumes_same_participant_and_misses_nothing(fast_grace_
     guest = await connect(srv.url, room["id"], adm["token"])
     joined = await guest.wait("joined")
     await guest.sio.disconnect()
-    await host.wait("presence", lambda p: p["id"] == adm["participant_id"] and p["state"] == "reconnecting")
+    await host.wait(
+        "presence", lambda p: p["id"] == adm["participant_id"] and p["state"] == "reconnecting"
+    )
     await host.call("chat", {"id": "while-away", "text": "missed?"})
 
     again = await connect(srv.url, room["id"], adm["token"], since=joined["last_seq"])
@@ -82,7 +92,9 @@ async def test_reconnect_resumes_same_participant_and_misses_nothing(fast_grace_
         assert [m["id"] for m in rejoined["history"]] == ["while-away"]
         ids = [p["id"] for p in rejoined["participants"]]
         assert len(ids) == len(set(ids)) == 2, "no ghost duplicate"
-        await host.wait("presence", lambda p: p["id"] == adm["participant_id"] and p["state"] == "joined")
+        await host.wait(
+            "presence", lambda p: p["id"] == adm["participant_id"] and p["state"] == "joined"
+        )
 
         # A second socket with the same token replaces the first one.
         third = await connect(srv.url, room["id"], adm["token"])
@@ -92,7 +104,11 @@ async def test_reconnect_resumes_same_participant_and_misses_nothing(fast_grace_
         await third.sio.disconnect()
 
         # Past the grace period the participant is shown as left.
-        await host.wait("presence", lambda p: p["id"] == adm["participant_id"] and p["state"] == "left", timeout=5)
+        await host.wait(
+            "presence",
+            lambda p: p["id"] == adm["participant_id"] and p["state"] == "left",
+            timeout=5,
+        )
 
 
 async def test_remove_and_end(server: ServerProcess) -> None:
@@ -107,7 +123,9 @@ async def test_remove_and_end(server: ServerProcess) -> None:
         await pb.wait("joined")
         assert (await host.call("remove", {"participant_id": a["participant_id"]}))["ok"]
         await pa.wait("removed")
-        await pb.wait("presence", lambda p: p["id"] == a["participant_id"] and p["state"] == "removed")
+        await pb.wait(
+            "presence", lambda p: p["id"] == a["participant_id"] and p["state"] == "removed"
+        )
         await asyncio.sleep(0.2)
         assert not pa.sio.connected
         # The removed participant's token is revoked.
@@ -141,9 +159,15 @@ async def test_transfer_host_and_reject(server: ServerProcess) -> None:
         await guest.wait("lobby")
         ack = await host.call("transfer_host", {"participant_id": g["participant_id"]})
         assert not ack["ok"] and ack["error"]["code"] in {"forbidden", "conflict"}
-        assert (await host.call("transfer_host", {"participant_id": bob_adm["participant_id"]}))["ok"]
-        await bob.wait("presence", lambda p: p["id"] == bob_adm["participant_id"] and p["role"] == "host")
-        await bob.wait("presence", lambda p: p["id"] == g["participant_id"] and p["state"] == "lobby")
+        assert (await host.call("transfer_host", {"participant_id": bob_adm["participant_id"]}))[
+            "ok"
+        ]
+        await bob.wait(
+            "presence", lambda p: p["id"] == bob_adm["participant_id"] and p["role"] == "host"
+        )
+        await bob.wait(
+            "presence", lambda p: p["id"] == g["participant_id"] and p["state"] == "lobby"
+        )
         denied = await host.call("admit", {"participant_id": g["participant_id"]})
         assert denied["error"]["code"] == "forbidden"
         assert (await bob.call("reject", {"participant_id": g["participant_id"]}))["ok"]
@@ -167,7 +191,9 @@ async def test_codes_expired_revoked_overused_locked(server: ServerProcess) -> N
 
         expired = await dr.make_code(room["id"])
         db = sqlite3.connect(server.data_dir / "consultd.sqlite3")
-        db.execute("update share_codes set expires_at = ? where id = ?", (time.time() - 1, expired["id"]))
+        db.execute(
+            "update share_codes set expires_at = ? where id = ?", (time.time() - 1, expired["id"])
+        )
         db.commit()
         assert (await redeem(server.url, room["id"], expired["code"]))[0] == 410
 
@@ -175,7 +201,12 @@ async def test_codes_expired_revoked_overused_locked(server: ServerProcess) -> N
         wrong = target["code"][:6] + ("0" if target["code"][6] != "0" else "1") + target["code"][7:]
         status, body = await redeem(server.url, room["id"], wrong)
         assert (status, body["error"]["code"]) == (403, "forbidden")
-        listed = {c["id"]: c for c in (await (await dr.session.get(f"/api/rooms/{room['id']}/codes")).json())["codes"]}
+        listed = {
+            c["id"]: c
+            for c in (await (await dr.session.get(f"/api/rooms/{room['id']}/codes")).json())[
+                "codes"
+            ]
+        }
         assert listed[target["id"]]["locked"] is False
         assert "code" not in listed[target["id"]] or listed[target["id"]]["code"] is None
 
@@ -218,7 +249,10 @@ async def test_wrong_role_events_refused(server: ServerProcess) -> None:
             ("set_lobby", {"enabled": False}),
         ]:
             ack = await obs.call(event, payload)
-            assert ack == {"ok": False, "error": {"code": "forbidden", "message": ack["error"]["message"]}}, event
+            assert ack == {
+                "ok": False,
+                "error": {"code": "forbidden", "message": ack["error"]["message"]},
+            }, event
         # Without an ack callback the refusal comes as an error event.
         await obs.sio.emit("end", {})
         err = await obs.wait("error")
@@ -261,9 +295,12 @@ async def test_bad_payloads_refused_server_keeps_serving(server: ServerProcess) 
         # Raw garbage on the engine.io socket.
         import aiohttp
 
-        async with aiohttp.ClientSession() as s, s.ws_connect(
-            server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
-        ) as ws:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(
+                server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+            ) as ws,
+        ):
             await ws.receive()  # open packet
             await ws.send_bytes(b"\xc1\xff\x00garbage")
             await ws.send_bytes(msgpack.packb({"type": 2, "nsp": "/", "data": ["chat"]}))
@@ -277,7 +314,7 @@ async def test_bad_payloads_refused_server_keeps_serving(server: ServerProcess) 
 
 
 async def test_chat_rate_limited(server: ServerProcess) -> None:
-    dr, room, _, host = await _room_with_host(server, lobby=False)
+    _dr, _room, _, host = await _room_with_host(server, lobby=False)
     async with closing(host):
         acks = [await host.call("chat", {"id": f"m{i}", "text": "spam"}) for i in range(14)]
         codes = [a["error"]["code"] for a in acks if not a["ok"]]
