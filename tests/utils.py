@@ -64,6 +64,7 @@ class ServerProcess:
         if not m:
             raise RuntimeError(f"server did not start: {line!r}\n{self.log.read_text()}")
         self.url = m.group(1)
+        self.port = int(self.url.rsplit(":", 1)[1])
         deadline = time.monotonic() + 20
         import urllib.request
 

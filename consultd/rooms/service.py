@@ -124,7 +124,7 @@ class RoomService:
 
     async def rooms_of(self, user: User) -> list[dict[str, Any]]:
         async with self.store.db.read() as conn:
-            invited = sa.select(room_invites.c.room_id).where(room_invites.c.user_id == user.id)
+            invited = sa.select(room_invites.c.room_id).where(room_invites.c.email == user.email)
             rows = await conn.execute(
                 sa.select(rooms.c.id)
                 .where(sa.or_(rooms.c.host_user_id == user.id, rooms.c.id.in_(invited)))
@@ -139,7 +139,7 @@ class RoomService:
         room = await self.registry.get(room_id)
         if room.host_user_id == user.id:
             return room
-        if not host and await self._invited(room_id, user.id):
+        if not host and await self._invited(room_id, user.email):
             return room
         raise Forbidden("only the host can do this" if host else "you are not invited to this room")
 
@@ -259,29 +259,27 @@ class RoomService:
                 room_id=room.id,
             )
 
-    async def invite(self, user: User, room_id: str, invitee: User) -> None:
+    async def invite(self, user: User, room_id: str, email: str) -> None:
+        """Invite a physician by e-mail (registered now or later); idempotent."""
         room = await self.room_for_user(user, room_id, host=True)
         self._require_open(room)
+        email = email.strip().lower()
         async with self.store.tx() as conn:
-            if await self._invited(room.id, invitee.id, conn):
+            if await self._invited(room.id, email, conn):
                 return
             await conn.execute(
                 room_invites.insert().values(
-                    room_id=room.id, user_id=invitee.id, invited_by=user.id, created_at=now()
+                    room_id=room.id, email=email, invited_by=user.id, created_at=now()
                 )
             )
+            # The audit log names who invited, not the e-mail (an identifier of a person).
             await self.store.audit.record(
-                conn,
-                scope=room.id,
-                actor=user.id,
-                action="physician.invited",
-                target=invitee.id,
-                room_id=room.id,
+                conn, scope=room.id, actor=user.id, action="physician.invited", room_id=room.id
             )
 
-    async def _invited(self, room_id: str, user_id: str, conn: Any = None) -> bool:
-        q = sa.select(room_invites.c.user_id).where(
-            room_invites.c.room_id == room_id, room_invites.c.user_id == user_id
+    async def _invited(self, room_id: str, email: str, conn: Any = None) -> bool:
+        q = sa.select(room_invites.c.email).where(
+            room_invites.c.room_id == room_id, room_invites.c.email == email
         )
         if conn is not None:
             return (await conn.scalar(q)) is not None

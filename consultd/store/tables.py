@@ -51,7 +51,8 @@ room_invites = sa.Table(
     "room_invites",
     metadata,
     sa.Column("room_id", sa.String(32), sa.ForeignKey("rooms.id"), primary_key=True),
-    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id"), primary_key=True, index=True),
+    #: Invitations are by e-mail, so a physician can be invited before registering.
+    sa.Column("email", sa.String(320), primary_key=True, index=True),
     sa.Column("invited_by", sa.String(32), sa.ForeignKey("users.id"), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from consultd.auth.accounts import User
-from consultd.errors import ConsultdError, Forbidden, NotFound, RateLimited, Unauthorized
+from consultd.errors import ConsultdError, Forbidden, RateLimited, Unauthorized
 from consultd.rooms.room import Role
 from consultd.services import SERVICES, Services
 from consultd.transport import schemas as s
@@ -368,12 +368,9 @@ def build_api(max_body_bytes: int) -> Api:
     async def invite(request: web.Request, body: s.InviteBody) -> Any:
         user = await current_user(request)
         svc = _svc(request)
-        room = await svc.rooms.room_for_user(user, request.match_info["room_id"], host=True)
+        await svc.rooms.invite(user, request.match_info["room_id"], body.email)
         invitee = await svc.accounts.user_by_email(body.email)
-        if invitee is None:
-            raise NotFound("no physician is registered with this e-mail")
-        await svc.rooms.invite(user, room.id, invitee)
-        return {"user_id": invitee.id, "email": invitee.email}
+        return {"email": body.email.strip().lower(), "registered": invitee is not None}
 
     @api.route(
         "POST",

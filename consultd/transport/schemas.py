@@ -8,13 +8,43 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
+# Patterns use explicit ranges, not \s or \S: Python's and JavaScript's (JSON Schema's)
+# ideas of whitespace differ, and the OpenAPI document must mean what the server checks.
 Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
-Name80 = Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=r"\S")]
+Text200 = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"[^\x00-\x20\x7f]")
+]
+Name80 = Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=r"[^\x00-\x20\x7f]")]
 ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Lang = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
+#: Deliberately loose (one @, a dot in the domain): the account's e-mail is an identifier
+#: here, and a stricter check would refuse addresses that hospitals really use.
+Email = Annotated[
+    str,
+    StringConstraints(
+        min_length=3,
+        max_length=320,
+        pattern=r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+$",
+    ),
+]
+
+
+def _integral(v: object) -> object:
+    """JSON has one number type: accept 60.0 as 60, refuse strings, booleans and 60.5."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise ValueError("must be an integer")
+        return int(v)
+    return v
+
+
+def Int(*, ge: int, le: int | None = None) -> Any:
+    """An integer field with bounds; the bounds stay visible to JSON Schema."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
 
 
 class Strict(BaseModel):
@@ -30,7 +60,7 @@ class Empty(Strict):
 
 class RegisterBody(Strict):
     name: Text200
-    email: EmailStr
+    email: Email
     password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
     specialty: Text200
     country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")]
@@ -45,23 +75,23 @@ class LoginBody(Strict):
 class CreateRoomBody(Strict):
     title: Text200
     summary: Annotated[str, StringConstraints(max_length=4000)] = ""
-    lobby: bool = True
+    lobby: StrictBool = True
 
 
 class UpdateRoomBody(Strict):
     title: Text200 | None = None
     summary: Annotated[str, StringConstraints(max_length=4000)] | None = None
-    lobby: bool | None = None
+    lobby: StrictBool | None = None
 
 
 class CreateCodeBody(Strict):
     role: Literal["participant", "observer"] = "participant"
-    expires_in_s: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 24 * 3600
-    max_uses: Annotated[int, Field(ge=1, le=500)] = 10
+    expires_in_s: Int(ge=60, le=7 * 24 * 3600) = 24 * 3600  # type: ignore[valid-type]
+    max_uses: Int(ge=1, le=500) = 10  # type: ignore[valid-type]
 
 
 class InviteBody(Strict):
-    email: Annotated[str, StringConstraints(min_length=3, max_length=320)]
+    email: Email
 
 
 class RedeemBody(Strict):
@@ -113,8 +143,9 @@ class ShareCodeList(Strict):
 
 
 class InviteOut(Strict):
-    user_id: str
     email: str
+    #: False until a physician registers with this e-mail; the invitation applies then.
+    registered: bool
 
 
 class AdmissionOut(Strict):
@@ -160,7 +191,7 @@ class SioAuth(BaseModel):
     model_config = ConfigDict(extra="ignore")
     room: Id
     token: Annotated[str, StringConstraints(min_length=16, max_length=128)] | None = None
-    since: Annotated[int, Field(ge=0)] | None = None
+    since: Int(ge=0) | None = None  # type: ignore[valid-type]
 
 
 class ChatIn(Strict):
@@ -173,4 +204,4 @@ class TargetIn(Strict):
 
 
 class LobbyIn(Strict):
-    enabled: bool
+    enabled: StrictBool

@@ -106,7 +106,7 @@ def upgrade() -> None:
     op.create_table(
         "room_invites",
         sa.Column("room_id", sa.String(length=32), nullable=False),
-        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("invited_by", sa.String(length=32), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -117,14 +117,10 @@ def upgrade() -> None:
             ["room_id"],
             ["rooms.id"],
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["users.id"],
-        ),
-        sa.PrimaryKeyConstraint("room_id", "user_id"),
+        sa.PrimaryKeyConstraint("room_id", "email"),
     )
     with op.batch_alter_table("room_invites", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_room_invites_user_id"), ["user_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_room_invites_email"), ["email"], unique=False)
 
     op.create_table(
         "share_codes",
@@ -192,7 +188,7 @@ def downgrade() -> None:
     op.drop_table("participants")
     op.drop_table("share_codes")
     with op.batch_alter_table("room_invites", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_room_invites_user_id"))
+        batch_op.drop_index(batch_op.f("ix_room_invites_email"))
 
     op.drop_table("room_invites")
     op.drop_table("chat_messages")
