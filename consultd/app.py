@@ -35,7 +35,7 @@ WEB_DIST = Path(__file__).resolve().parent.parent / "web_client" / "dist"
 def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = web.Application(
-        middlewares=[error_middleware, security_headers, csrf_middleware(settings.public_origin)],
+        middlewares=[security_headers, error_middleware, csrf_middleware(settings.public_origin)],
         client_max_size=settings.max_message_bytes,
     )
     metrics = Metrics()

@@ -1,0 +1,39 @@
+"""Fails loudly when a python-socketio / python-engineio upgrade moves what
+``consultd/transport/_engineio_bridge.py`` relies on."""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+import engineio
+import socketio
+from engineio.async_drivers import aiohttp as eio_aiohttp
+from engineio.async_socket import AsyncSocket
+
+
+def test_pinned_versions() -> None:
+    assert version("python-socketio") == "5.18.1"
+    assert version("python-engineio") == "4.15.1"
+
+
+def test_private_names_still_exist() -> None:
+    assert hasattr(socketio.AsyncServer, "_engineio_server_class")
+    assert hasattr(socketio.AsyncServer, "_handle_event_internal")
+    assert hasattr(socketio.AsyncServer, "_handle_eio_message")
+    assert list(inspect.signature(socketio.AsyncServer._handle_event_internal).parameters) == [
+        "self",
+        "server",
+        "sid",
+        "eio_sid",
+        "data",
+        "namespace",
+        "id",
+    ]
+    assert hasattr(engineio.AsyncServer, "create_queue")
+    assert "websocket" in eio_aiohttp._async
+    assert hasattr(eio_aiohttp.WebSocket, "wait")
+    # The writer stops on a None sentinel; poll() re-queues it.
+    src = inspect.getsource(AsyncSocket.poll)
+    assert "put_nowait(None)" in src
+    assert "self.queue" in inspect.getsource(AsyncSocket.close)
