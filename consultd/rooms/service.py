@@ -554,8 +554,8 @@ class RoomService:
             State.REJECTED,
             "participant.rejected",
             actor,
-            "rejected",
-            "the host declined your request",
+            event="rejected",
+            reason="the host declined your request",
         )
 
     async def remove(self, actor: Participant, room: Room, participant_id: str) -> None:
@@ -573,8 +573,8 @@ class RoomService:
             State.REMOVED,
             "participant.removed",
             actor,
-            "removed",
-            "the host removed you from the room",
+            event="removed",
+            reason="the host removed you from the room",
         )
 
     async def _expel(
@@ -584,6 +584,7 @@ class RoomService:
         state: State,
         action: str,
         actor: Participant,
+        *,
         event: str,
         reason: str,
     ) -> None:
