@@ -34,6 +34,7 @@ class ServerProcess:
         self.env = {**os.environ, **FAST_KDF, "CONSULTD_LOG_LEVEL": "WARNING", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.port = 0  # picked by the first start, kept by restarts (clients reconnect to it)
         self.log = data_dir / "server.log"
 
     def start(self) -> ServerProcess:
@@ -44,7 +45,7 @@ class ServerProcess:
             "consultd",
             "serve",
             "--port",
-            "0",
+            str(self.port),
             "--data-dir",
             str(self.data_dir),
         ]

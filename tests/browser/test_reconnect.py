@@ -6,13 +6,6 @@ with its original client id, after the reconnect.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,64 +15,20 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, expect
 
+from tests.utils import ServerProcess
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class RestartableServer:
-    """A consultd on a fixed port and data dir, so that it can be stopped and started again."""
-
-    def __init__(self, data_dir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = data_dir
-        self.proc: subprocess.Popen[str] | None = None
-        self.log = (data_dir / "server.log").open("a")
-
-    def start(self) -> None:
-        env = {**os.environ, "CONSULTD_ARGON2_MEMORY_KIB": "8192", "CONSULTD_ARGON2_TIME_COST": "1"}
-        cmd = [sys.executable, "-m", "consultd", "serve", "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log, text=True
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("consultd did not start")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()
-
-
 @pytest.fixture
-def restartable(tmp_path: Path, web_client_dist: Path) -> Iterator[RestartableServer]:
-    srv = RestartableServer(tmp_path)
-    srv.start()
+def restartable(tmp_path: Path, web_client_dist: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path / "data").start()
     try:
         yield srv
     finally:
-        srv.close()
+        srv.stop()
 
 
 async def _setup_room(url: str) -> tuple[str, str]:
@@ -109,9 +58,7 @@ async def _setup_room(url: str) -> tuple[str, str]:
         return room["id"], code["code"]
 
 
-async def test_chat_survives_server_restart(
-    restartable: RestartableServer, browser: Browser
-) -> None:
+async def test_chat_survives_server_restart(restartable: ServerProcess, browser: Browser) -> None:
     room_id, code = await _setup_room(restartable.url)
     context = await browser.new_context(locale="en-US")
     page = await context.new_page()

@@ -1,0 +1,276 @@
+/**
+ * The consultd wire contract, as specified in docs/protocol.md: HTTP bodies, socket.io
+ * event names and payloads. Types only, plus the event-name constants; no socket here.
+ *
+ * tests/ parses the `ClientEvent` and `ServerEvent` objects below and compares them with
+ * the server's event names: keep one `name: 'name'` entry per line.
+ */
+
+// ---------------------------------------------------------------- HTTP objects
+
+export type Role = 'host' | 'participant' | 'observer';
+export type CodeRole = 'participant' | 'observer';
+export type RoomStatus = 'open' | 'ended';
+export type ParticipantState = 'lobby' | 'joined' | 'reconnecting' | 'left' | 'removed' | 'rejected';
+
+export interface User {
+  id: string;
+  name: string;
+  email: string;
+  specialty: string;
+  country: string;
+  languages: string[];
+}
+
+export interface Room {
+  id: string;
+  title: string;
+  summary: string;
+  lobby: boolean;
+  status: RoomStatus;
+  host_user_id: string;
+  created_at: string;
+  link: string;
+}
+
+export interface ShareCode {
+  id: string;
+  role: CodeRole;
+  expires_at: string;
+  max_uses: number;
+  uses: number;
+  revoked: boolean;
+  locked: boolean;
+  created_at: string;
+  /** Present only in the response that created the code. */
+  code?: string;
+}
+
+export interface Admission {
+  room_id: string;
+  participant_id: string;
+  token: string;
+  role: Role;
+  state: 'lobby' | 'admitted';
+}
+
+export interface AuditEvent {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  target: string;
+  room_id: string;
+  detail: Record<string, unknown>;
+}
+
+export interface Invite {
+  user_id: string;
+  email: string;
+}
+
+export interface RegisterBody {
+  name: string;
+  email: string;
+  password: string;
+  specialty: string;
+  country: string;
+  languages: string[];
+}
+
+export interface LoginBody {
+  email: string;
+  password: string;
+}
+
+export interface CreateRoomBody {
+  title: string;
+  summary: string;
+  lobby: boolean;
+}
+
+export interface PatchRoomBody {
+  lobby?: boolean;
+  title?: string;
+  summary?: string;
+}
+
+export interface CreateCodeBody {
+  role: CodeRole;
+  expires_in_s: number;
+  max_uses: number;
+}
+
+export interface RedeemBody {
+  code: string;
+  display_name: string;
+}
+
+/** Error codes shared by HTTP error bodies, acks, `connect_error` and the `error` event. */
+export const ERROR_CODES = [
+  'bad_request',
+  'validation_error',
+  'unauthorized',
+  'forbidden',
+  'not_found',
+  'conflict',
+  'gone',
+  'locked',
+  'payload_too_large',
+  'rate_limited',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export interface ErrorInfo {
+  code: string;
+  message: string;
+  details?: unknown[];
+}
+
+export interface ErrorBody {
+  error: ErrorInfo;
+}
+
+// ---------------------------------------------------------------- socket.io objects
+
+export interface Participant {
+  id: string;
+  name: string;
+  role: Role;
+  state: ParticipantState;
+  user_id: string | null;
+  specialty: string | null;
+}
+
+export interface ChatMessage {
+  /** The client-generated id. */
+  id: string;
+  seq: number;
+  room_id: string;
+  author_id: string;
+  author_name: string;
+  text: string;
+  /** Milliseconds since the epoch. */
+  ts: number;
+}
+
+/** The `auth` object of the socket.io CONNECT packet. */
+export interface SocketAuth {
+  room: string;
+  token?: string;
+  since?: number;
+}
+
+// ---------------------------------------------------------------- event names
+
+/** Events the client emits. */
+export const ClientEvent = {
+  chat: 'chat',
+  admit: 'admit',
+  reject: 'reject',
+  remove: 'remove',
+  transfer_host: 'transfer_host',
+  set_lobby: 'set_lobby',
+  end: 'end',
+  leave: 'leave',
+} as const;
+export type ClientEventName = (typeof ClientEvent)[keyof typeof ClientEvent];
+
+/** Events the server emits. */
+export const ServerEvent = {
+  lobby: 'lobby',
+  joined: 'joined',
+  presence: 'presence',
+  chat: 'chat',
+  room: 'room',
+  rejected: 'rejected',
+  removed: 'removed',
+  ended: 'ended',
+  server_shutdown: 'server_shutdown',
+  error: 'error',
+} as const;
+export type ServerEventName = (typeof ServerEvent)[keyof typeof ServerEvent];
+
+// ---------------------------------------------------------------- server -> client payloads
+
+export interface LobbyPayload {
+  room_id: string;
+  participant: Participant;
+}
+
+export interface JoinedPayload {
+  room: Room;
+  self: Participant;
+  participants: Participant[];
+  history: ChatMessage[];
+  history_complete: boolean;
+  last_seq: number;
+}
+
+export interface ReasonPayload {
+  reason: string;
+}
+
+export interface ServerShutdownPayload {
+  reconnect_after_s: number;
+}
+
+export interface ErrorEventPayload {
+  code: string;
+  message: string;
+  event: string;
+}
+
+export interface ServerToClientEvents {
+  lobby: (payload: LobbyPayload) => void;
+  joined: (payload: JoinedPayload) => void;
+  presence: (payload: Participant) => void;
+  chat: (payload: ChatMessage) => void;
+  room: (payload: Room) => void;
+  rejected: (payload: ReasonPayload) => void;
+  removed: (payload: ReasonPayload) => void;
+  ended: (payload: Room) => void;
+  server_shutdown: (payload: ServerShutdownPayload) => void;
+  error: (payload: ErrorEventPayload) => void;
+}
+
+// ---------------------------------------------------------------- client -> server payloads
+
+export type AckFail = { ok: false; error: ErrorInfo };
+export type Ack<T extends object = object> = ({ ok: true } & T) | AckFail;
+
+export interface ChatPayload {
+  id: string;
+  text: string;
+}
+
+export interface ParticipantRef {
+  participant_id: string;
+}
+
+export interface SetLobbyPayload {
+  enabled: boolean;
+}
+
+export type Empty = Record<string, never>;
+
+export interface ClientToServerEvents {
+  chat: (payload: ChatPayload, ack: (res: Ack<{ message: ChatMessage }>) => void) => void;
+  admit: (payload: ParticipantRef, ack: (res: Ack) => void) => void;
+  reject: (payload: ParticipantRef, ack: (res: Ack) => void) => void;
+  remove: (payload: ParticipantRef, ack: (res: Ack) => void) => void;
+  transfer_host: (payload: ParticipantRef, ack: (res: Ack) => void) => void;
+  set_lobby: (payload: SetLobbyPayload, ack: (res: Ack) => void) => void;
+  end: (payload: Empty, ack: (res: Ack) => void) => void;
+  leave: (payload: Empty, ack: (res: Ack) => void) => void;
+}
+
+/** Chat limits from docs/protocol.md. */
+export const CHAT_MAX_CHARS = 4000;
+export const CHAT_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+export const DISPLAY_NAME_MAX = 80;
+export const PASSWORD_MIN = 10;
+export const PASSWORD_MAX = 256;
+export const CODE_EXPIRY_MIN_S = 60;
+export const CODE_EXPIRY_MAX_S = 604800;
+export const CODE_MAX_USES_MAX = 500;
