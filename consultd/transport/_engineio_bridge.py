@@ -11,7 +11,8 @@ fails loudly if an upgrade moves any of them.
   (an idle connection cost 130 KB with it and every delivery twice the CPU). It also
   closes a connection whose text frame is not Engine.IO.
 - ``AsyncServer._handle_event_internal``: records whether the client asked for an ack, so
-  a failure goes back either in the ack or as an ``error`` event, never both.
+  a failure goes back either in the ack or as an ``error`` event, never both; and runs
+  ``after_ack`` jobs once the ack is queued (a host's ``end`` closes their own socket).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from aiohttp.web import WebSocketResponse
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=False)
+#: Work to run once the current event's ack is queued (closing the sender's own socket).
+after_ack: contextvars.ContextVar[list[Callable[[], Any]] | None] = contextvars.ContextVar(
+    "after_ack", default=None
+)
 
 
 class CappedQueue(asyncio.Queue[Any]):
@@ -109,10 +114,15 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: int | None
     ) -> None:
         token = ack_requested.set(id is not None)
+        pending: list[Callable[[], Any]] = []
+        after = after_ack.set(pending)
         try:
             await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
         finally:
             ack_requested.reset(token)
+            after_ack.reset(after)
+            for job in pending:
+                await job()
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:

@@ -24,7 +24,7 @@ from consultd.rooms.room import Participant, Room
 from consultd.services import Services
 from consultd.tasks import spawn
 from consultd.transport import schemas as s
-from consultd.transport._engineio_bridge import AsyncServer, ack_requested, close_all
+from consultd.transport._engineio_bridge import AsyncServer, ack_requested, after_ack, close_all
 from consultd.transport.http import participant_cookie
 from consultd.transport.wire import Packet
 
@@ -112,9 +112,11 @@ class Gateway:
         sid = self._sid_of.pop(participant_id, None)
         if sid is not None:
             self._conns.pop(sid, None)
-            # Deferred one loop turn so that the ack of the event that caused it (the
-            # host's own ``end``) is queued before the socket closes.
-            asyncio.get_running_loop().call_soon(spawn, self.sio.disconnect(sid))
+            pending = after_ack.get()
+            if pending is not None:  # inside an event: close after its ack is queued
+                pending.append(lambda: self.sio.disconnect(sid))
+            else:
+                await self.sio.disconnect(sid)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -137,7 +139,10 @@ class Gateway:
 
                 raise Gone("the room has ended")
         except ConsultdError as exc:
-            raise ConnectionRefusedError({"code": exc.code, "message": exc.message}) from None
+            # (message, data): socket.io clients see err.message and err.data = {code, message}.
+            raise ConnectionRefusedError(
+                exc.message, {"code": exc.code, "message": exc.message}
+            ) from None
         old = self._sid_of.get(p.id)
         if old is not None:  # the same participant again (a new tab, a reconnect): replace
             self._conns.pop(old, None)

@@ -22,6 +22,11 @@ def _ext_hook(code: int, data: bytes) -> Any:
 class Packet(MsgPackPacket.configure(ext_hook=_ext_hook)):  # type: ignore[misc]
     """msgpack socket.io packet; undecodable input raises ``MalformedPacket``."""
 
+    def __init__(self, *args: Any, encoded_packet: Any = None, **kwargs: Any) -> None:
+        if encoded_packet is not None and not encoded_packet:
+            raise MalformedPacket("empty socket.io packet")  # would pass as an empty EVENT
+        super().__init__(*args, encoded_packet=encoded_packet, **kwargs)
+
     def decode(self, encoded_packet: bytes) -> None:
         try:
             super().decode(encoded_packet)
