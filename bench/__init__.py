@@ -1,0 +1,1 @@
+"""consultd-bench: the load harness of consultd (the command line is /work/shared/BENCH.md)."""
