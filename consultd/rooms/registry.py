@@ -98,9 +98,11 @@ class RoomRegistry:
                 state = State(p.state)
                 if state in (State.JOINED, State.RECONNECTING):
                     state = State.LEFT  # sockets did not survive the restart
-                room.participants[p.id] = Participant(
+                participant = Participant(
                     p.id, room_id, p.name, Role(p.role), state, p.user_id, p.specialty
                 )
+                room.participants[p.id] = participant
+                room.set_token(participant, p.token_hash)
             newest = (
                 await conn.execute(
                     sa.select(chat_messages)

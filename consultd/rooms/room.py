@@ -57,6 +57,8 @@ class Participant:
     state: State
     user_id: str | None = None
     specialty: str | None = None
+    #: SHA-256 of the participant's current token (never sent anywhere).
+    token_hash: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -115,6 +117,8 @@ class Room:
     pending_chat: dict[str, asyncio.Future[ChatMessage]] = field(default_factory=dict)
     #: Participants with a live socket.
     connected: set[str] = field(default_factory=set)
+    #: token hash -> participant id: a socket connects without a database read.
+    by_token: dict[str, str] = field(default_factory=dict)
     #: participant id -> timer that turns ``reconnecting`` into ``left``.
     grace_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     components: dict[str, RoomComponent] = field(default_factory=dict)
@@ -132,6 +136,13 @@ class Room:
             if p.role is Role.HOST and p.state not in (State.REMOVED, State.REJECTED):
                 return p
         return None
+
+    def set_token(self, p: Participant, new_hash: str | None) -> None:
+        if p.token_hash is not None:
+            self.by_token.pop(p.token_hash, None)
+        p.token_hash = new_hash
+        if new_hash is not None:
+            self.by_token[new_hash] = p.id
 
     def remember_chat(self, message: ChatMessage) -> None:
         self.recent_chat[message.id] = message

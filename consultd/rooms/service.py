@@ -145,13 +145,7 @@ class RoomService:
 
     async def participant_for_token(self, room_id: str, token: str) -> tuple[Room, Participant]:
         room = await self.registry.get(room_id)
-        async with self.store.db.read() as conn:
-            pid = await conn.scalar(
-                sa.select(participants.c.id).where(
-                    participants.c.token_hash == token_hash(token),
-                    participants.c.room_id == room_id,
-                )
-            )
+        pid = room.by_token.get(token_hash(token))
         p = room.participants.get(pid) if pid else None
         if p is None:
             raise Unauthorized("unknown or revoked participant token")
@@ -345,6 +339,7 @@ class RoomService:
                 room_id=room.id,
             )
         room.participants[p.id] = p
+        room.set_token(p, token_hash(token))
         return Admission(room.id, p.id, token, p.role, p.state)
 
     async def redeem(self, room_id: str, code_text: str, display_name: str, ip: str) -> Admission:
@@ -411,6 +406,7 @@ class RoomService:
         if failed is not None:  # committed the failure count, then refuse
             raise failed
         room.participants[p.id] = p
+        room.set_token(p, token_hash(token))
         return Admission(room.id, p.id, token, p.role, p.state)
 
     async def _insert_participant(
@@ -604,6 +600,7 @@ class RoomService:
                 target=target.id,
                 room_id=room.id,
             )
+        room.set_token(target, None)
         timer = room.grace_timers.pop(target.id, None)
         if timer is not None:
             timer.cancel()

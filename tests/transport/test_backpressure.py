@@ -37,3 +37,48 @@ async def test_server_sockets_get_capped_queues() -> None:
     first = await sock.poll()
     assert [p.data for p in first] == ["0", "1"]
     assert await sock.poll() == [], "the writer is told to stop, which closes the websocket"
+
+
+def test_frame_headers_follow_rfc6455() -> None:
+    from consultd.transport._engineio_bridge import _frame_header
+
+    assert _frame_header(0x2, 5) == b"\x82\x05"
+    assert _frame_header(0x1, 125) == b"\x81\x7d"
+    assert _frame_header(0x2, 126) == b"\x82\x7e\x00\x7e"
+    assert _frame_header(0x2, 70_000) == b"\x82\x7f" + (70_000).to_bytes(8, "big")
+
+
+class _Transport:
+    def __init__(self, buffered: int) -> None:
+        self.buffered = buffered
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+async def test_direct_write_only_when_nothing_is_queued_and_the_transport_keeps_up() -> None:
+    from engineio.async_socket import AsyncSocket
+
+    sio = AsyncServer(async_mode="aiohttp", max_queued=10)
+    sock = AsyncSocket(sio.eio, "sid")
+    sock.upgraded = True
+    fast = _Transport(buffered=0)
+    sock.fast_transport = fast  # type: ignore[attr-defined]
+    await sock.send(packet.Packet(packet.MESSAGE, data=b"\x01\x02"))
+    assert fast.written == [b"\x82\x02\x01\x02"], "a binary frame carrying the packet"
+    assert sock.queue.empty()
+
+    fast.buffered = 1 << 20  # the client is not reading: go through the capped queue
+    await sock.send(packet.Packet(packet.MESSAGE, data="late"))
+    assert sock.queue.qsize() == 1
+    fast.buffered = 0
+    await sock.send(packet.Packet(packet.MESSAGE, data="after"))
+    assert sock.queue.qsize() == 2, "never overtakes a queued packet"
+    assert len(fast.written) == 1
