@@ -113,6 +113,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         # written before the store closes.
         await gateway.shutdown()
         await services.chat.close()
+        await store.close()
 
     async def on_cleanup(app: web.Application) -> None:
         await registry.close()

@@ -18,6 +18,13 @@ from consultd.ids import now
 from consultd.store.tables import audit_events
 
 GENESIS = "0" * 64
+_HEAD = (
+    sa.select(audit_events.c.seq, audit_events.c.hash)
+    .where(audit_events.c.scope == sa.bindparam("scope"))
+    .order_by(audit_events.c.seq.desc())
+    .limit(1)
+)
+_INSERT = audit_events.insert()
 ACCOUNTS = "accounts"
 
 
@@ -45,14 +52,7 @@ class AuditLog:
     ) -> None:
         head = self._heads.get(scope)
         if head is None:
-            row = (
-                await conn.execute(
-                    sa.select(audit_events.c.seq, audit_events.c.hash)
-                    .where(audit_events.c.scope == scope)
-                    .order_by(audit_events.c.seq.desc())
-                    .limit(1)
-                )
-            ).first()
+            row = (await conn.execute(_HEAD, {"scope": scope})).first()
             head = (row.seq, row.hash) if row else (0, GENESIS)
         seq, prev = head[0] + 1, head[1]
         event = {
@@ -66,7 +66,7 @@ class AuditLog:
             "detail": detail or {},
         }
         digest = _digest(prev, event)
-        await conn.execute(audit_events.insert().values(**event, prev_hash=prev, hash=digest))
+        await conn.execute(_INSERT, {**event, "prev_hash": prev, "hash": digest})
         # If the transaction later rolls back, the caller calls forget() (see Store.tx).
         self._heads[scope] = (seq, digest)
 

@@ -42,6 +42,9 @@ class ChatService:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._insert = store.db.insert_ignoring_conflicts(chat_messages).returning(
+            chat_messages.c.room_id, chat_messages.c.seq
+        )
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="chat-writer")
@@ -100,10 +103,7 @@ class ChatService:
         ]
         try:
             async with self.store.db.write() as conn:
-                stmt = self.store.db.insert_ignoring_conflicts(chat_messages).returning(
-                    chat_messages.c.room_id, chat_messages.c.seq
-                )
-                inserted = {(r.room_id, r.seq) for r in await conn.execute(stmt, rows)}
+                inserted = {(r.room_id, r.seq) for r in await conn.execute(self._insert, rows)}
                 stale = [p for p in batch if (p.message.room_id, p.message.seq) not in inserted]
                 originals = {}
                 for p in stale:  # a retry of a message older than memory: answer the original

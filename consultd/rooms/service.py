@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consultd.auth import sharecodes
 from consultd.auth.accounts import User
@@ -53,6 +55,24 @@ class Admission:
             "role": self.role.value,
             "state": "lobby" if self.state is State.LOBBY else "admitted",
         }
+
+
+# Statements on the join path, built once: constructing a SQLAlchemy statement per call
+# (``.values(**kw)``, ``col == value``) cost more CPU than running it.
+_CODE_BY_LOOKUP = sa.select(codes_t).where(
+    codes_t.c.room_id == sa.bindparam("room_id"), codes_t.c.lookup == sa.bindparam("lookup")
+)
+_CLAIM_USE = (
+    codes_t.update()
+    .where(codes_t.c.id == sa.bindparam("code_id"), codes_t.c.uses < codes_t.c.max_uses)
+    .values(uses=codes_t.c.uses + 1)
+)
+_INSERT_PARTICIPANT = participants.insert()
+_SET_STATE = (
+    participants.update()
+    .where(participants.c.id == sa.bindparam("pid"))
+    .values(state=sa.bindparam("state"))
+)
 
 
 def _iso(t: float) -> str:
@@ -352,11 +372,7 @@ class RoomService:
             raise Forbidden("this share code is not valid for this room")
         async with self.store.tx() as conn:
             row = (
-                await conn.execute(
-                    sa.select(codes_t).where(
-                        codes_t.c.room_id == room.id, codes_t.c.lookup == parsed.lookup
-                    )
-                )
+                await conn.execute(_CODE_BY_LOOKUP, {"room_id": room.id, "lookup": parsed.lookup})
             ).first()
             if row is None:
                 raise Forbidden("this share code is not valid for this room")
@@ -383,11 +399,7 @@ class RoomService:
                     raise Gone("this share code was revoked")
                 if row.expires_at <= now():
                     raise Gone("this share code has expired")
-                claimed = await conn.execute(
-                    codes_t.update()
-                    .where(codes_t.c.id == row.id, codes_t.c.uses < codes_t.c.max_uses)
-                    .values(uses=codes_t.c.uses + 1)
-                )
+                claimed = await conn.execute(_CLAIM_USE, {"code_id": row.id})
                 if claimed.rowcount == 0:
                     raise Gone("this share code has been used up")
                 state = State.LOBBY if room.lobby else State.ADMITTED
@@ -413,18 +425,19 @@ class RoomService:
         self, conn: Any, p: Participant, token: str, *, code_id: str | None
     ) -> None:
         await conn.execute(
-            participants.insert().values(
-                id=p.id,
-                room_id=p.room_id,
-                user_id=p.user_id,
-                name=p.name,
-                specialty=p.specialty,
-                role=p.role.value,
-                state=p.state.value,
-                token_hash=token_hash(token),
-                code_id=code_id,
-                created_at=now(),
-            )
+            _INSERT_PARTICIPANT,
+            {
+                "id": p.id,
+                "room_id": p.room_id,
+                "user_id": p.user_id,
+                "name": p.name,
+                "specialty": p.specialty,
+                "role": p.role.value,
+                "state": p.state.value,
+                "token_hash": token_hash(token),
+                "code_id": code_id,
+                "created_at": now(),
+            },
         )
 
     # -- sockets --------------------------------------------------------------------------
@@ -458,7 +471,9 @@ class RoomService:
         was = p.state
         p.state = State.JOINED
         if was is not State.RECONNECTING:
-            await self._persist_state(room, p, audit_action, actor=p.id)
+            # Joins are the storm's hot path: their presence row and audit event join the
+            # next group commit instead of a transaction each.
+            self.store.later(self._state_job(room, p, State.JOINED, audit_action, actor=p.id))
         await self.notifier.enter(room.id, p.id)
         history, complete = await self.history(room, since)
         await self.notifier.send(
@@ -715,13 +730,23 @@ class RoomService:
         if host is not None and host.state is State.JOINED:
             await self.notifier.send(room.id, host.id, "presence", p.to_wire())
 
+    def _state_job(
+        self, room: Room, p: Participant, state: State, action: str | None, *, actor: str
+    ) -> Callable[[AsyncConnection], Awaitable[None]]:
+        async def job(conn: AsyncConnection) -> None:
+            await conn.execute(_SET_STATE, {"pid": p.id, "state": state.value})
+            if action is not None:
+                await self.store.audit.record(
+                    conn, scope=room.id, actor=actor, action=action, target=p.id, room_id=room.id
+                )
+
+        return job
+
     async def _persist_state(
         self, room: Room, p: Participant, action: str | None, *, actor: str
     ) -> None:
         async with self.store.tx() as conn:
-            await conn.execute(
-                participants.update().where(participants.c.id == p.id).values(state=p.state.value)
-            )
+            await conn.execute(_SET_STATE, {"pid": p.id, "state": p.state.value})
             if action is not None:
                 await self.store.audit.record(
                     conn, scope=room.id, actor=actor, action=action, target=p.id, room_id=room.id
