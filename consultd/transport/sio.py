@@ -53,6 +53,9 @@ def create_server(
         ping_timeout=5,
         max_http_buffer_size=max_message_bytes,
         transports=["websocket", "polling"],
+        # Handle a client's events in its read loop, in order, rather than in a new task
+        # per event: cheaper, and a client's chat messages are stored in the order sent.
+        async_handlers=False,
         max_queued=max_queued,
         on_overflow=on_overflow,
         logger=False,
