@@ -18,6 +18,8 @@ fails loudly if an upgrade moves any of them.
   write) instead of waking the client's writer task: a delivery then costs a header and
   a ``write``. Otherwise it is queued as before (ordering kept: the fast path is only
   taken with nothing queued), so the cap above still bounds a slow client.
+- ``AsyncSocket.schedule_ping``: a timer per client instead of a task sleeping until the
+  next ping (memory per idle connection).
 - ``AsyncServer._handle_event_internal``: records whether the client asked for an ack, so
   a failure goes back either in the ack or as an ``error`` event, never both; and runs
   ``after_ack`` jobs once the ack is queued (a host's ``end`` closes their own socket).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +38,7 @@ import engineio
 import socketio
 from aiohttp.web import WebSocketResponse
 from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
@@ -112,8 +116,26 @@ async def _send(self: AsyncSocket, pkt: Any) -> None:
     await self.queue.put(pkt)
 
 
+def _schedule_ping(self: AsyncSocket) -> None:
+    """``AsyncSocket.schedule_ping`` with a timer instead of a task sleeping per client."""
+    if self.last_ping:
+        self.last_ping = None
+        asyncio.get_running_loop().call_later(self.server.ping_interval, _ping_due, self)
+
+
+def _ping_due(sock: AsyncSocket) -> None:
+    if not sock.closing and not sock.closed:
+        sock.last_ping = time.time()
+        task = asyncio.get_running_loop().create_task(sock.send(eio_packet.Packet(eio_packet.PING)))
+        _pings.add(task)
+        task.add_done_callback(_pings.discard)
+
+
+_pings: set[asyncio.Task[None]] = set()
+
 AsyncSocket.poll = _poll
 AsyncSocket.send = _send
+AsyncSocket.schedule_ping = _schedule_ping
 
 
 class CappedQueue(asyncio.Queue[Any]):

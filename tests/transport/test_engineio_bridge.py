@@ -48,3 +48,28 @@ def test_poll_is_replaced_and_keeps_the_sentinel_contract() -> None:
     original = source.split("async def poll(self):", 1)[1].split("async def ", 1)[0]
     assert "self.queue.put_nowait(None)" in original
     assert "raise exceptions.QueueEmpty()" in original
+    # schedule_ping/_send_ping: what _schedule_ping and _ping_due reproduce.
+    ping = source.split("def schedule_ping(self):", 1)[1].split("async def _upgrade", 1)[0]
+    assert "self.last_ping = None" in ping and "self.server.ping_interval" in ping
+    assert "self.last_ping = time.time()" in ping and "packet.PING" in ping
+
+
+async def test_ping_timer_sends_a_ping_then_waits_for_the_pong() -> None:
+    import asyncio
+
+    from engineio import packet
+
+    from consultd.transport._engineio_bridge import AsyncServer
+
+    sio = AsyncServer(async_mode="aiohttp", ping_interval=0.01)
+    sock = AsyncSocket(sio.eio, "sid")
+    sock.last_ping = 1.0  # a previous cycle completed
+    sock.schedule_ping()
+    assert sock.last_ping is None
+    await asyncio.sleep(0.05)
+    sent = sock.queue.get_nowait()
+    assert sent.packet_type == packet.PING and sock.last_ping is not None
+    sock.last_ping = None  # a cycle still in flight: schedule_ping does nothing
+    sock.schedule_ping()
+    await asyncio.sleep(0.03)
+    assert sock.queue.empty()
