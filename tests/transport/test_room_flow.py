@@ -21,6 +21,19 @@ async def _room_with_host(srv: ServerProcess, *, lobby: bool = True):  # type: i
     return dr, room, adm, host
 
 
+async def _room_with_two_guests(srv: ServerProcess):  # type: ignore[no-untyped-def]
+    """A lobby-less room, its share code, its host and two joined guests (admission, peer)."""
+    dr, room, _, host = await _room_with_host(srv, lobby=False)
+    code = await dr.make_code(room["id"])
+    guests = []
+    for name in ("A", "B"):
+        _, adm = await redeem(srv.url, room["id"], code["code"], name)
+        peer = await connect(srv.url, room["id"], adm["token"])
+        await peer.wait("joined")
+        guests.append((adm, peer))
+    return room, code, host, guests[0], guests[1]
+
+
 async def test_code_redeem_lobby_admit_chat_history(server: ServerProcess) -> None:
     dr, room, _, host = await _room_with_host(server)
     code = await dr.make_code(room["id"], role="participant", max_uses=2)
@@ -112,15 +125,8 @@ async def test_reconnect_resumes_same_participant_and_misses_nothing(
 
 
 async def test_remove_and_end(server: ServerProcess) -> None:
-    dr, room, _, host = await _room_with_host(server, lobby=False)
-    code = await dr.make_code(room["id"])
-    _, a = await redeem(server.url, room["id"], code["code"], "A")
-    _, b = await redeem(server.url, room["id"], code["code"], "B")
-    pa = await connect(server.url, room["id"], a["token"])
-    pb = await connect(server.url, room["id"], b["token"])
+    room, code, host, (a, pa), (b, pb) = await _room_with_two_guests(server)
     async with closing(host, pa, pb):
-        await pa.wait("joined")
-        await pb.wait("joined")
         assert (await host.call("remove", {"participant_id": a["participant_id"]}))["ok"]
         await pa.wait("removed")
         await pb.wait(
@@ -264,15 +270,8 @@ async def test_wrong_role_events_refused(server: ServerProcess) -> None:
 
 
 async def test_bad_payloads_refused_server_keeps_serving(server: ServerProcess) -> None:
-    dr, room, _, host = await _room_with_host(server, lobby=False)
-    code = await dr.make_code(room["id"])
-    _, a = await redeem(server.url, room["id"], code["code"], "A")
-    _, b = await redeem(server.url, room["id"], code["code"], "B")
-    pa = await connect(server.url, room["id"], a["token"])
-    pb = await connect(server.url, room["id"], b["token"])
+    _, _, host, (_, pa), (_, pb) = await _room_with_two_guests(server)
     async with closing(host, pa, pb):
-        await pa.wait("joined")
-        await pb.wait("joined")
         cases = [
             {"id": "ok-id", "text": ""},
             {"id": "bad id!", "text": "x"},
