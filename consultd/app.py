@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from consultd.annotate.service import AnnotationService
 from consultd.auth.accounts import Accounts
 from consultd.auth.passwords import Passwords
 from consultd.chat.service import ChatService
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
             history_limit=settings.history_limit,
         ),
         chat=ChatService(store, gateway),
+        annotations=AnnotationService(store, gateway),
         metrics=metrics,
         sockets_open=gateway.open_sockets,
     )

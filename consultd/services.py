@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from consultd.annotate.service import AnnotationService
 from consultd.auth.accounts import Accounts
 from consultd.chat.service import ChatService
 from consultd.config import Settings
@@ -24,6 +25,7 @@ class Services:
     registry: RoomRegistry
     rooms: RoomService
     chat: ChatService
+    annotations: AnnotationService
     metrics: Metrics
     sockets_open: Callable[[], int]
 

@@ -10,6 +10,7 @@ from consultd.rooms.room import Participant, Role, Room, State
 
 class Action(StrEnum):
     CHAT = "chat"
+    DRAW = "draw"
     ADMIT = "admit"
     REJECT = "reject"
     REMOVE = "remove"
@@ -25,6 +26,7 @@ _HOST = frozenset({Role.HOST})
 
 RULES: dict[Action, frozenset[Role]] = {
     Action.CHAT: frozenset({Role.HOST, Role.PARTICIPANT}),
+    Action.DRAW: frozenset({Role.HOST, Role.PARTICIPANT}),
     Action.ADMIT: _HOST,
     Action.REJECT: _HOST,
     Action.REMOVE: _HOST,

@@ -28,7 +28,7 @@ class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.audit = AuditLog()
-        self._jobs: list[Job] = []
+        self._jobs: list[tuple[Job, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -43,11 +43,15 @@ class Store:
             self.audit.forget()
             raise
 
-    def later(self, job: Job) -> None:
-        self._jobs.append(job)
+    def later(self, job: Job) -> asyncio.Future[None]:
+        """Queue ``job`` for the next group commit; the future resolves once it is on disk
+        (await it when the caller must not go on before that, e.g. before a broadcast)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.append((job, done))
         self._wake.set()
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        return done
 
     async def _write_loop(self) -> None:
         while True:
@@ -57,10 +61,18 @@ class Store:
             if jobs:
                 try:
                     async with self.tx() as conn:
-                        for job in jobs:
+                        for job, _ in jobs:
                             await job(conn)
-                except Exception:
+                except Exception as exc:
                     log.exception("a group commit of %d jobs failed", len(jobs))
+                    for _, done in jobs:
+                        if not done.done():
+                            done.set_exception(exc)
+                            done.exception()  # retrieved: fire-and-forget callers may not look
+                else:
+                    for _, done in jobs:
+                        if not done.done():
+                            done.set_result(None)
             elif self._closing:
                 return
 

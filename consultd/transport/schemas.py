@@ -205,3 +205,13 @@ class TargetIn(Strict):
 
 class LobbyIn(Strict):
     enabled: StrictBool
+
+
+DocId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
+class YIn(Strict):
+    """One y-protocols message for one annotation document (one per image)."""
+
+    doc: DocId
+    data: Annotated[bytes, Field(min_length=1, max_length=1024 * 1024)]

@@ -89,6 +89,7 @@ class Gateway:
         self._register("set_lobby", s.LobbyIn, self._set_lobby)
         self._register("end", s.Empty, self._end)
         self._register("leave", s.Empty, self._leave)
+        self._register("y", s.YIn, self._y)
 
     def open_sockets(self) -> int:
         return len(self._conns)
@@ -251,6 +252,9 @@ class Gateway:
 
     async def _end(self, conn: Connection, p: s.Empty) -> None:
         await self.services.rooms.end_by_participant(conn.participant, conn.room)
+
+    async def _y(self, conn: Connection, p: s.YIn) -> None:
+        await self.services.annotations.message(conn.participant, conn.room, p.doc, p.data)
 
     async def _leave(self, conn: Connection, p: s.Empty) -> None:
         await self.services.rooms.leave(conn.participant, conn.room)

@@ -118,6 +118,7 @@ export const ERROR_CODES = [
   'locked',
   'payload_too_large',
   'rate_limited',
+  'annotation_rejected',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -173,6 +174,7 @@ export const ClientEvent = {
   set_lobby: 'set_lobby',
   end: 'end',
   leave: 'leave',
+  y: 'y',
 } as const;
 export type ClientEventName = (typeof ClientEvent)[keyof typeof ClientEvent];
 
@@ -188,6 +190,7 @@ export const ServerEvent = {
   ended: 'ended',
   server_shutdown: 'server_shutdown',
   error: 'error',
+  y: 'y',
 } as const;
 export type ServerEventName = (typeof ServerEvent)[keyof typeof ServerEvent];
 
@@ -221,6 +224,12 @@ export interface ErrorEventPayload {
   event: string;
 }
 
+/** One y-protocols message (sync step 1/2, update, awareness) for one annotation document. */
+export interface YPayload {
+  doc: string;
+  data: Uint8Array;
+}
+
 export interface ServerToClientEvents {
   lobby: (payload: LobbyPayload) => void;
   joined: (payload: JoinedPayload) => void;
@@ -232,6 +241,7 @@ export interface ServerToClientEvents {
   ended: (payload: Room) => void;
   server_shutdown: (payload: ServerShutdownPayload) => void;
   error: (payload: ErrorEventPayload) => void;
+  y: (payload: YPayload) => void;
 }
 
 // ---------------------------------------------------------------- client -> server payloads
@@ -255,6 +265,7 @@ export interface SetLobbyPayload {
 export type Empty = Record<string, never>;
 
 export interface ClientToServerEvents {
+  y: (payload: YPayload, ack: (res: Ack) => void) => void;
   chat: (payload: ChatPayload, ack: (res: Ack<{ message: ChatMessage }>) => void) => void;
   admit: (payload: ParticipantRef, ack: (res: Ack) => void) => void;
   reject: (payload: ParticipantRef, ack: (res: Ack) => void) => void;

@@ -1,0 +1,172 @@
+"""Annotations over the room's socket: y-protocols sync, validation, relay, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc, Map
+
+from annotations.sync import MessageKind, parse_message, sync_step1, sync_step2, update_message
+from tests.utils import Peer, ServerProcess, closing, connect, http, redeem, register
+
+DOC = "1.2.840.99.1:1"
+UID = "1.2.840.99.1"
+
+
+def note(ident: str, author: str, x: float = 10.0) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "author": author,
+        "created": 1.0,
+        "updated": 1.0,
+        "kind": "line",
+        "style": {"color": "#ff0000", "width": 2.0},
+        "anchor": {"study_uid": UID, "series_uid": UID, "instance_uid": UID, "frame": 1.0},
+        "geometry": {"points": [[x, 10.0], [x + 30.0, 50.0]]},
+    }
+
+
+class YPeer:
+    """A participant's Y.Doc synced through the server, as a browser's y-protocols would."""
+
+    def __init__(self, peer: Peer, participant_id: str) -> None:
+        self.peer = peer
+        self.pid = participant_id
+        self.doc: Doc[Any] = Doc()
+        self.map: Map[Any] = self.doc.get("annotations", type=Map)
+        self.errors: list[Any] = []
+        peer.sio.on("y", self._on_y)
+
+    async def _on_y(self, payload: dict[str, Any]) -> None:
+        msg = parse_message(payload["data"])
+        if msg.kind is MessageKind.SYNC_STEP1:
+            await self.send(sync_step2(self.doc.get_update(msg.payload)))
+        elif msg.kind in (MessageKind.SYNC_STEP2, MessageKind.UPDATE):
+            self.doc.apply_update(msg.payload)
+
+    async def send(self, data: bytes) -> dict[str, Any]:
+        return await self.peer.sio.call("y", {"doc": DOC, "data": data}, timeout=5)
+
+    async def sync(self) -> None:
+        ack = await self.send(sync_step1(self.doc.get_state()))
+        assert ack["ok"], ack
+
+    async def draw(self, **values: dict[str, Any] | None) -> dict[str, Any]:
+        sv = self.doc.get_state()
+        with self.doc.transaction():
+            for key, value in values.items():
+                if value is None:
+                    del self.map[key]
+                else:
+                    self.map[key] = value
+        return await self.send(update_message(self.doc.get_update(sv)))
+
+    async def settle(self, expect: dict[str, Any], timeout: float = 5) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.map.to_py() != expect:
+            assert asyncio.get_running_loop().time() < deadline, (self.map.to_py(), expect)
+            await asyncio.sleep(0.02)
+
+
+async def _room(srv: ServerProcess) -> tuple[Any, dict[str, Any], YPeer, YPeer, YPeer]:
+    dr = await register(srv.url)
+    room = await dr.create_room(lobby=False)
+    adm = await dr.join(room["id"])
+    host = await connect(srv.url, room["id"], adm["token"])
+    await host.wait("joined")
+    code = await dr.make_code(room["id"])
+    _, g = await redeem(srv.url, room["id"], code["code"], "Guest")
+    guest = await connect(srv.url, room["id"], g["token"])
+    await guest.wait("joined")
+    obs_code = await dr.make_code(room["id"], role="observer")
+    _, o = await redeem(srv.url, room["id"], obs_code["code"], "Student")
+    obs = await connect(srv.url, room["id"], o["token"])
+    await obs.wait("joined")
+    return (
+        dr,
+        room,
+        YPeer(host, adm["participant_id"]),
+        YPeer(guest, g["participant_id"]),
+        YPeer(obs, o["participant_id"]),
+    )
+
+
+async def test_strokes_converge_invalid_and_foreign_edits_refused(server: ServerProcess) -> None:
+    dr, room, host, guest, obs = await _room(server)
+    async with closing(host.peer, guest.peer, obs.peer):
+        for p in (host, guest, obs):
+            await p.sync()
+        a = note("h1", host.pid)
+        assert (await host.draw(h1=a))["ok"]
+        await guest.settle({"h1": a})
+        await obs.settle({"h1": a})
+
+        b = note("g1", guest.pid, x=100.0)
+        assert (await guest.draw(g1=b))["ok"]
+        await host.settle({"h1": a, "g1": b})
+
+        # Refused, and nobody sees them: bad schema, someone else's annotation, an observer.
+        bad = note("g2", guest.pid)
+        bad["style"]["color"] = "red"
+        ack = await guest.draw(g2=bad)
+        assert (
+            ack["error"]["code"] == "annotation_rejected"
+            and "style.color" in ack["error"]["message"]
+        )
+        ack = await guest.draw(h1={**a, "geometry": {"points": [[0.0, 0.0], [1.0, 1.0]]}})
+        assert ack["error"]["code"] == "annotation_rejected"
+        ack = await obs.draw(o1=note("o1", obs.pid))
+        assert ack["error"]["code"] == "forbidden"
+        # The host may edit the guest's annotation.
+        b2 = {**b, "geometry": {"points": [[5.0, 5.0], [6.0, 6.0]]}}
+        assert (await host.draw(g1=b2))["ok"]
+
+        late = YPeer(
+            await connect(server.url, room["id"], (await dr.join(room["id"]))["token"]), host.pid
+        )
+        async with closing(late.peer):
+            await late.sync()
+            await late.settle({"h1": a, "g1": b2})
+        # Garbage bytes: a clear error, the document untouched.
+        ack = await guest.send(b"\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+        assert ack["error"]["code"] == "validation_error"
+
+
+async def test_annotations_survive_a_restart_and_are_audited(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "d").start()
+    try:
+        dr, room, host, guest, obs = await _room(srv)
+        async with closing(host.peer, guest.peer, obs.peer):
+            await host.sync()
+            for i in range(5):  # a stroke as a stream of small updates
+                assert (await host.draw(h1=note("h1", host.pid, x=float(i))))["ok"]
+            assert (await host.draw(h2=note("h2", host.pid)))["ok"]
+            assert (await host.draw(h2=None))["ok"]
+        assert srv.stop() == 0
+        srv.start()
+        async with http(srv.url) as s:  # a new connection: the old one died with the server
+            login = {"email": dr.user["email"], "password": "correct horse battery"}
+            async with s.post("/api/sessions", json=login) as r:
+                assert r.status == 200
+            async with s.post(f"/api/rooms/{room['id']}/join", json={}) as r:
+                token = (await r.json())["token"]
+        again = YPeer(await connect(srv.url, room["id"], token), host.pid)
+        async with closing(again.peer):
+            await again.sync()
+            await again.settle({"h1": note("h1", host.pid, x=4.0)})
+    finally:
+        srv.stop()
+    assert not srv.errors_logged(), srv.errors_logged()
+    db = sqlite3.connect(tmp_path / "d" / "consultd.sqlite3")
+    assert db.execute("select count(*) from annotation_updates").fetchone()[0] == 7
+    details = [
+        r[0]
+        for r in db.execute(
+            "select detail from audit_events where action = 'annotations.changed' order by seq"
+        )
+    ]
+    assert '"added": ["h1"]' in details[0] and '"deleted": ["h2"]' in details[-1]
+    assert all("geometry" not in d for d in details), "ids only, never content"
