@@ -81,7 +81,9 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
             history_limit=settings.history_limit,
         ),
         chat=ChatService(store, gateway),
-        annotations=AnnotationService(store, gateway),
+        annotations=AnnotationService(
+            store, gateway, compact_every=settings.annotation_compact_every
+        ),
         metrics=metrics,
         sockets_open=gateway.open_sockets,
     )

@@ -34,6 +34,8 @@ class Settings:
     max_queued_packets: int = 1000
     #: Chat messages sent in one ``joined`` payload on a first join.
     history_limit: int = 200
+    #: Annotation updates logged per document before the log is compacted to one snapshot.
+    annotation_compact_every: int = 500
     #: argon2id cost; lower it only in tests.
     argon2_memory_kib: int = 64 * 1024
     argon2_time_cost: int = 3
@@ -76,6 +78,7 @@ ENV_HELP = """settings may also come from the environment: CONSULTD_HOST, CONSUL
 CONSULTD_DATA_DIR, CONSULTD_DATABASE_URL, CONSULTD_REDIS_URL, CONSULTD_PUBLIC_ORIGIN,
 CONSULTD_SECURE_COOKIES, CONSULTD_GRACE_S, CONSULTD_SESSION_TTL_S,
 CONSULTD_MAX_MESSAGE_BYTES, CONSULTD_MAX_QUEUED_PACKETS, CONSULTD_HISTORY_LIMIT,
+CONSULTD_ANNOTATION_COMPACT_EVERY,
 CONSULTD_ARGON2_MEMORY_KIB, CONSULTD_ARGON2_TIME_COST, CONSULTD_LOG_LEVEL
 (a command-line option wins over its variable); CONSULTD_EVENT_LOOP=asyncio runs on
 asyncio's own loop instead of uvloop."""

@@ -36,6 +36,11 @@ from consultd.store.unit import Store
 
 COMPONENT = "annotations"
 _INSERT = annotation_updates.insert()
+_TRUNCATE = annotation_updates.delete().where(
+    annotation_updates.c.room_id == sa.bindparam("room_id"),
+    annotation_updates.c.doc_id == sa.bindparam("doc_id"),
+    annotation_updates.c.seq <= sa.bindparam("upto"),
+)
 _LOG = (
     sa.select(annotation_updates.c.seq, annotation_updates.c.data)
     .where(
@@ -51,12 +56,20 @@ class AnnotationRefused(ConsultdError):
     code = "annotation_rejected"
 
 
+#: A y-protocols state vector of a peer that has nothing (lib0 var-uint 0).
+EMPTY_STATE_VECTOR = b"\x00"
+
+
 class _Entry:
-    __slots__ = ("doc", "next_seq")
+    __slots__ = ("compacted_upto", "doc", "full_state_message", "next_seq")
 
     def __init__(self, doc: AnnotationDocument, next_seq: int) -> None:
         self.doc = doc
         self.next_seq = next_seq
+        self.compacted_upto = next_seq - 1
+        #: sync step 2 for a peer with nothing, kept until the next change: a late joiner
+        #: costs one send, not an encode of the whole document.
+        self.full_state_message: bytes | None = None
 
 
 class RoomAnnotations:
@@ -73,9 +86,11 @@ class RoomAnnotations:
 
 
 class AnnotationService:
-    def __init__(self, store: Store, notifier: Notifier) -> None:
+    def __init__(self, store: Store, notifier: Notifier, *, compact_every: int = 500) -> None:
         self.store = store
         self.notifier = notifier
+        #: Updates appended to a document's log before it is compacted into one row.
+        self.compact_every = compact_every
 
     async def message(self, p: Participant, room: Room, doc_id: str, data: bytes) -> None:
         try:
@@ -89,12 +104,17 @@ class AnnotationService:
         if msg.kind is MessageKind.SYNC_STEP1:
             authorize(p, room, Action.VIEW)
             entry = await self._entry(room, doc_id)
-            try:
-                diff = entry.doc.diff(msg.payload)
-            except AnnotationRejected as exc:
-                raise ValidationFailed("bad state vector: " + str(exc)) from None
+            if msg.payload == EMPTY_STATE_VECTOR:
+                if entry.full_state_message is None:
+                    entry.full_state_message = sync_step2(entry.doc.snapshot())
+                step2 = entry.full_state_message
+            else:
+                try:
+                    step2 = sync_step2(entry.doc.diff(msg.payload))
+                except AnnotationRejected as exc:
+                    raise ValidationFailed("bad state vector: " + str(exc)) from None
             # Answer with what the client lacks, then ask for what the server lacks.
-            await self.notifier.send(room.id, p.id, "y", {"doc": doc_id, "data": sync_step2(diff)})
+            await self.notifier.send(room.id, p.id, "y", {"doc": doc_id, "data": step2})
             await self.notifier.send(
                 room.id, p.id, "y", {"doc": doc_id, "data": sync_step1(entry.doc.state_vector())}
             )
@@ -108,6 +128,7 @@ class AnnotationService:
             raise AnnotationRefused(str(exc)) from None
         if not applied.changed:
             return  # a duplicate: nothing to store or relay
+        entry.full_state_message = None
         seq = entry.next_seq
         entry.next_seq += 1
         try:
@@ -116,6 +137,11 @@ class AnnotationService:
             # The document holds an update the log does not: reload it from the log.
             self._forget(room, doc_id)
             raise Unavailable("the annotation could not be stored; sync again") from None
+        if seq - entry.compacted_upto >= self.compact_every:
+            # Row ``seq`` is on disk now; the snapshot may hold later updates too, which
+            # their own rows repeat (applying a Yjs update twice changes nothing).
+            entry.compacted_upto = seq
+            self.store.later(self._compact_job(room, doc_id, seq, entry.doc.snapshot()))
         # Relay as an update message, whatever step the sender used.
         await self.notifier.broadcast(
             room.id, "y", {"doc": doc_id, "data": update_message(msg.payload)}, exclude=p.id
@@ -148,6 +174,27 @@ class AnnotationService:
                     "added": list(applied.added),
                     "updated": list(applied.updated),
                     "deleted": list(applied.deleted),
+                },
+            )
+
+        return job
+
+    def _compact_job(
+        self, room: Room, doc_id: str, upto: int, snapshot: bytes
+    ) -> Callable[[AsyncConnection], Awaitable[None]]:
+        """Replace log rows 1..upto by one row holding the document's state at ``upto``."""
+
+        async def job(conn: AsyncConnection) -> None:
+            await conn.execute(_TRUNCATE, {"room_id": room.id, "doc_id": doc_id, "upto": upto})
+            await conn.execute(
+                _INSERT,
+                {
+                    "room_id": room.id,
+                    "doc_id": doc_id,
+                    "seq": upto,
+                    "author_id": "compaction",
+                    "data": snapshot,
+                    "at": now(),
                 },
             )
 

@@ -136,7 +136,8 @@ async def test_strokes_converge_invalid_and_foreign_edits_refused(server: Server
 
 
 async def test_annotations_survive_a_restart_and_are_audited(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "d").start()
+    # Compacting every 4 updates: the 7 updates below leave one snapshot row and 3 updates.
+    srv = ServerProcess(tmp_path / "d", env={"CONSULTD_ANNOTATION_COMPACT_EVERY": "4"}).start()
     try:
         dr, room, host, guest, obs = await _room(srv)
         async with closing(host.peer, guest.peer, obs.peer):
@@ -161,7 +162,8 @@ async def test_annotations_survive_a_restart_and_are_audited(tmp_path: Path) -> 
         srv.stop()
     assert not srv.errors_logged(), srv.errors_logged()
     db = sqlite3.connect(tmp_path / "d" / "consultd.sqlite3")
-    assert db.execute("select count(*) from annotation_updates").fetchone()[0] == 7
+    rows = db.execute("select seq, author_id from annotation_updates order by seq").fetchall()
+    assert rows == [(4, "compaction"), (5, host.pid), (6, host.pid), (7, host.pid)]
     details = [
         r[0]
         for r in db.execute(
