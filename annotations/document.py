@@ -21,9 +21,12 @@ annotation's previous ``author`` is the sender unless the sender is the host; an
 never changes the ``author``. The update may not create any root other than
 ``"annotations"``, nor exceed ``max_update_bytes``.
 
-Known limit: yrs keeps structs and deletions whose causal dependencies are missing as
-*pending* and integrates them when the dependencies arrive. Their effects are then checked
-against the sender of the update that completed them.
+Gaps: yrs keeps structs whose causal predecessors are missing as *pending* and integrates
+them when a later update fills the gap, which would check their effects against that later
+sender. So an update must carry one client's structs, starting no later than the document's
+clock for that client (``_check_no_gap``); otherwise the client resyncs (step 1 / step 2).
+A deletion of a struct the document lacks is kept pending the same way; it can only remove,
+and removing is checked when it happens.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any, Final, Protocol, cast
 from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
 
 from annotations.schema import AnnotationError, validate_annotation
+from annotations.sync import SyncError, read_var_uint
 
 __all__ = [
     "MAP_NAME",
@@ -241,6 +245,11 @@ class AnnotationDocument:
         except ValueError:
             raise AnnotationRejected("update", "not a Yjs update") from None
         try:
+            try:
+                _check_no_gap(update, self._doc.get_state())
+            except AnnotationRejected:
+                changed = True  # the twin may hold pending structs now: rebuild it
+                raise
             if changed:
                 _check_roots(twin.doc)
             added, updated, deleted = _check_changes(changes, author, is_host)
@@ -296,6 +305,41 @@ class AnnotationDocument:
             self._twin.close()
             self._twin = None
             self._snapshot = self._compressed = None
+
+
+def _state_clocks(state_vector: bytes) -> dict[int, int]:
+    """Decode a state vector: var-uint count, then (client, clock) var-uint pairs."""
+    count, pos = read_var_uint(state_vector, 0)
+    clocks: dict[int, int] = {}
+    for _ in range(count):
+        client, pos = read_var_uint(state_vector, pos)
+        clocks[client], pos = read_var_uint(state_vector, pos)
+    return clocks
+
+
+def _check_no_gap(update: bytes, state_vector: bytes) -> None:
+    """Refuse an update that carries more than one client's structs, or structs that do not
+    follow on from what the document has.
+
+    yrs holds back structs whose predecessors it lacks and integrates them silently when a
+    later update fills the gap, so their changes would be checked against the wrong sender.
+    An update encoded from one Y.Doc's own changes (Yjs update v1: var-uint client count,
+    then per client: struct count, client id, first clock) names one client, and its first
+    clock must not be past what the document already has from that client.
+    """
+    try:
+        n_clients, pos = read_var_uint(update, 0)
+        if n_clients == 0:
+            return  # deletions only
+        if n_clients > 1:
+            raise AnnotationRejected("update", "carries more than one client's changes; resync")
+        _, pos = read_var_uint(update, pos)  # struct count
+        client, pos = read_var_uint(update, pos)
+        first_clock, _ = read_var_uint(update, pos)
+    except SyncError:
+        raise AnnotationRejected("update", "not a Yjs update") from None
+    if first_clock > _state_clocks(state_vector).get(client, 0):
+        raise AnnotationRejected("update", "depends on changes the server lacks; resync")
 
 
 def _check_roots(doc: Doc[Any]) -> None:

@@ -67,7 +67,7 @@ class SyncMessage:
     payload: bytes
 
 
-def _read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
+def read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
     """lib0 ``readVarUint`` (PROTOCOL.md, "Encoding"): the value and the next position."""
     value = 0
     shift = 0
@@ -86,7 +86,7 @@ def _read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
 
 def _read_var_uint8_array(data: bytes, pos: int) -> tuple[bytes, int]:
     """lib0 ``readVarUint8Array``: a ``varUint`` length, then that many bytes."""
-    length, pos = _read_var_uint(data, pos)
+    length, pos = read_var_uint(data, pos)
     end = pos + length
     if end > len(data):
         raise SyncError("truncated payload")
@@ -99,9 +99,9 @@ def parse_message(data: bytes) -> SyncMessage:
     Raises ``SyncError`` for empty, truncated or trailing bytes, and for message or sync
     types other than sync (step 1, step 2, update) and awareness.
     """
-    message_type, pos = _read_var_uint(data, 0)
+    message_type, pos = read_var_uint(data, 0)
     if message_type == YMessageType.SYNC:
-        sync_type, pos = _read_var_uint(data, pos)
+        sync_type, pos = read_var_uint(data, pos)
         kind = _SYNC_KINDS.get(sync_type)
         if kind is None:
             raise SyncError("unknown sync message type")

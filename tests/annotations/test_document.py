@@ -266,14 +266,6 @@ def decode_state_vector(data: bytes) -> dict[int, int]:
     return dict(zip(numbers[1::2], numbers[2::2], strict=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: pycrdt holds back an update whose dependencies are missing and "
-    "applies it silently later, so its changes would be checked against a later sender. "
-    "Per-socket ordering keeps this from happening to honest clients; detecting it needs "
-    "the update's own clocks, which pycrdt does not expose (get_state() of such an update "
-    "is empty). To fix before the transport relays updates.",
-)
 def test_an_update_ahead_of_its_dependencies_is_refused_not_misattributed() -> None:
     alice = Client("alice")
     first = alice.edit(a1=note("a1", "alice", t=1, x=1.0))
