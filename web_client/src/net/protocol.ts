@@ -224,10 +224,18 @@ export interface ErrorEventPayload {
   event: string;
 }
 
-/** One y-protocols message (sync step 1/2, update, awareness) for one annotation document. */
+/** One y-protocols message (sync step 1/2, update, awareness) for one annotation document.
+ * Send an exact-size Uint8Array (notepack sends a view's whole backing buffer). */
 export interface YPayload {
   doc: string;
   data: Uint8Array;
+}
+
+/** As received: the msgpack parser hands binary over as an ArrayBuffer (wrap it in a
+ * Uint8Array before decoding). */
+export interface YPayloadIn {
+  doc: string;
+  data: ArrayBuffer;
 }
 
 export interface ServerToClientEvents {
@@ -241,7 +249,7 @@ export interface ServerToClientEvents {
   ended: (payload: Room) => void;
   server_shutdown: (payload: ServerShutdownPayload) => void;
   error: (payload: ErrorEventPayload) => void;
-  y: (payload: YPayload) => void;
+  y: (payload: YPayloadIn) => void;
 }
 
 // ---------------------------------------------------------------- client -> server payloads
