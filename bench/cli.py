@@ -93,7 +93,13 @@ async def _run(scenario: Scenario, args: argparse.Namespace) -> int:
         if server is not None:
             progress.note(f"consultd-bench: server starting on {url}")
             await server.wait_ready(SERVER_READY_TIMEOUT_S)
-        ctx = RunContext(url=url, args=args, progress=progress, probe=probe)
+        ctx = RunContext(
+            url=url,
+            args=args,
+            progress=progress,
+            probe=probe,
+            data_dir=server.data_dir if server is not None else None,
+        )
         result = await asyncio.wait_for(scenario.run(ctx), scenario.time_budget_s(args))
         if server is not None and server.proc is not None and server.proc.poll() is not None:
             code = server.proc.returncode

@@ -114,8 +114,10 @@ class SioClient:
         auth: Mapping[str, Any],
         handlers: Mapping[str, EventHandler],
         on_close: Callable[[SioClient], None] | None = None,
+        max_frame: int = MAX_FRAME,
     ) -> None:
         self._session = session
+        self._max_frame = max_frame
         self._url = base_url.rstrip("/").replace("http", "ws", 1) + SIO_PATH
         self._auth = dict(auth)
         self._handlers = handlers
@@ -137,7 +139,7 @@ class SioClient:
                 self._url,
                 autoping=True,
                 compress=0,
-                max_msg_size=MAX_FRAME,
+                max_msg_size=self._max_frame,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
             )
             msg = await self._ws.receive()
@@ -147,6 +149,10 @@ class SioClient:
             await self._ws.send_bytes(encode_packet(CONNECT, self._auth))
             self._task = asyncio.create_task(self._read_loop())
             return await self._connected
+
+    def on(self, event: str, handler: EventHandler) -> None:
+        """Add or replace the handler of ``event`` (safe from inside another handler)."""
+        self._handlers = {**self._handlers, event: handler}
 
     async def emit(self, event: str, payload: Any) -> None:
         """Send an event without an ack callback."""

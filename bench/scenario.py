@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +38,7 @@ class RunContext:
     args: argparse.Namespace
     progress: Progress
     probe: ServerProbe | None
+    data_dir: Path | None = None  # the spawned server's data dir (None with --url)
 
 
 @dataclass
