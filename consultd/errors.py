@@ -48,6 +48,14 @@ class NotFound(ConsultdError):
     code = "not_found"
 
 
+class AnnotationRefused(ConsultdError):
+    """An annotation update that breaks the schema or the author's rights
+    (``details`` name the field path)."""
+
+    http_status = 422
+    code = "annotation_rejected"
+
+
 class Conflict(ConsultdError):
     http_status = 409
     code = "conflict"

@@ -26,7 +26,7 @@ from annotations.sync import (
     sync_step2,
     update_message,
 )
-from consultd.errors import ConsultdError, Unavailable, ValidationFailed
+from consultd.errors import AnnotationRefused, Unavailable, ValidationFailed
 from consultd.ids import now
 from consultd.rooms.notifier import Notifier
 from consultd.rooms.policy import Action, authorize
@@ -49,11 +49,6 @@ _LOG = (
     )
     .order_by(annotation_updates.c.seq)
 )
-
-
-class AnnotationRefused(ConsultdError):
-    http_status = 422
-    code = "annotation_rejected"
 
 
 #: A y-protocols state vector of a peer that has nothing (lib0 var-uint 0).
