@@ -67,8 +67,9 @@ class Client:
         server.apply(step2.payload, author=self.name, is_host=is_host)
 
 
-def fingerprint(doc: AnnotationDocument) -> tuple[bytes, bytes, dict[str, Any]]:
-    return doc.state_vector(), doc.snapshot(), doc.annotations()
+def fingerprint(doc: AnnotationDocument) -> tuple[dict[int, int], dict[str, Any]]:
+    """What must not change when an update is refused (encodings may reorder clients)."""
+    return decode_state_vector(doc.state_vector()), doc.annotations()
 
 
 def test_valid_update_is_accepted_and_visible() -> None:
@@ -176,10 +177,15 @@ def test_snapshot_load_round_trip_and_cache() -> None:
     assert server.compressed_snapshot() is packed and zlib.decompress(packed) == snap
     for loaded in (AnnotationDocument.load(snap), AnnotationDocument.load(packed, compressed=True)):
         assert loaded.annotations() == server.annotations()
-        assert loaded.state_vector() == server.state_vector()
+        # The same clocks; the encoding may list the clients in another order.
+        assert decode_state_vector(loaded.state_vector()) == decode_state_vector(
+            server.state_vector()
+        )
         again = AnnotationDocument.load(loaded.snapshot())
         assert again.annotations() == server.annotations()
-        assert again.state_vector() == server.state_vector()
+        assert decode_state_vector(again.state_vector()) == decode_state_vector(
+            server.state_vector()
+        )
         carol = Client("carol")
         assert loaded.apply(carol.edit(c1=note("c1", "carol")), author="carol", is_host=False)
     alice = Client("alice")
@@ -274,7 +280,7 @@ def test_an_update_ahead_of_its_dependencies_is_refused_not_misattributed() -> N
     before = server.state_vector()
     with pytest.raises(AnnotationRejected, match="resync"):
         server.apply(second, author="alice", is_host=False)
-    assert server.state_vector() == before
+    assert decode_state_vector(server.state_vector()) == decode_state_vector(before)
     # Once the gap is filled (here: in order), both apply and are attributed to Alice.
     assert server.apply(first, author="alice", is_host=False).added == ("a1",)
     assert server.apply(second, author="alice", is_host=False).updated == ("a1",)
