@@ -41,6 +41,12 @@ _TRUNCATE = annotation_updates.delete().where(
     annotation_updates.c.doc_id == sa.bindparam("doc_id"),
     annotation_updates.c.seq <= sa.bindparam("upto"),
 )
+_DOC_IDS = (
+    sa.select(annotation_updates.c.doc_id)
+    .where(annotation_updates.c.room_id == sa.bindparam("room_id"))
+    .distinct()
+    .order_by(annotation_updates.c.doc_id)
+)
 _LOG = (
     sa.select(annotation_updates.c.seq, annotation_updates.c.data)
     .where(
@@ -194,6 +200,12 @@ class AnnotationService:
             )
 
         return job
+
+    async def export(self, room: Room) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every annotation document of the room as plain JSON (O(room): export only)."""
+        async with self.store.db.read() as conn:
+            doc_ids = (await conn.execute(_DOC_IDS, {"room_id": room.id})).scalars().all()
+        return {doc_id: (await self._entry(room, doc_id)).doc.annotations() for doc_id in doc_ids}
 
     def _component(self, room: Room) -> RoomAnnotations:
         comp = room.components.get(COMPONENT)

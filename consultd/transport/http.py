@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from consultd.auth.accounts import User
 from consultd.errors import ConsultdError, Forbidden, RateLimited, Unauthorized
-from consultd.rooms.room import Role
+from consultd.rooms.room import Role, Room
 from consultd.services import SERVICES, Services
 from consultd.transport import schemas as s
 from consultd.transport.openapi import Api
@@ -118,6 +118,23 @@ async def current_user(request: web.Request) -> User:
 async def optional_user(request: web.Request) -> User | None:
     token = request.cookies.get(SESSION_COOKIE)
     return await _svc(request).accounts.user_for_session(token) if token else None
+
+
+async def room_of_member(request: web.Request) -> Room:
+    """The room in the path, for its host, an invited physician or a participant."""
+    room_id = request.match_info["room_id"]
+    svc = _svc(request)
+    user = await optional_user(request)
+    if user is not None:
+        try:
+            return await svc.rooms.room_for_user(user, room_id)
+        except Forbidden:
+            pass
+    token = bearer_or_cookie(request, room_id)
+    if token is None:
+        raise Unauthorized("sign in or join the room first")
+    room, _ = await svc.rooms.participant_for_token(room_id, token)
+    return room
 
 
 def bearer_or_cookie(request: web.Request, room_id: str) -> str | None:
@@ -256,19 +273,19 @@ def build_api(max_body_bytes: int) -> Api:
         tag="rooms",
     )
     async def get_room(request: web.Request) -> Any:
-        room_id = request.match_info["room_id"]
-        svc = _svc(request)
-        user = await optional_user(request)
-        if user is not None:
-            try:
-                return (await svc.rooms.room_for_user(user, room_id)).to_wire()
-            except Forbidden:
-                pass
-        token = bearer_or_cookie(request, room_id)
-        if token is None:
-            raise Unauthorized("sign in or join the room first")
-        room, _ = await svc.rooms.participant_for_token(room_id, token)
-        return room.to_wire()
+        return (await room_of_member(request)).to_wire()
+
+    @api.route(
+        "GET",
+        R + "/annotations",
+        summary="Export the room's annotations as JSON, per image (annotations/SCHEMA.md)",
+        response=s.AnnotationExport,
+        security=("session", "participant"),
+        tag="annotations",
+    )
+    async def export_annotations(request: web.Request) -> Any:
+        room = await room_of_member(request)
+        return {"room_id": room.id, "docs": await _svc(request).annotations.export(room)}
 
     @api.route(
         "PATCH",

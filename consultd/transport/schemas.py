@@ -170,6 +170,12 @@ class AuditList(Strict):
     events: list[AuditEventOut]
 
 
+class AnnotationExport(Strict):
+    room_id: str
+    #: image key -> annotation id -> annotation (annotations/SCHEMA.md)
+    docs: dict[str, dict[str, dict[str, Any]]]
+
+
 class Health(Strict):
     status: Literal["ok"]
 

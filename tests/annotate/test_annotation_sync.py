@@ -130,6 +130,12 @@ async def test_strokes_converge_invalid_and_foreign_edits_refused(server: Server
         async with closing(late.peer):
             await late.sync()
             await late.settle({"h1": a, "g1": b2})
+        # Export: the room's annotations as JSON, per image, for its members only.
+        async with dr.session.get(f"/api/rooms/{room['id']}/annotations") as r:
+            assert r.status == 200
+            assert await r.json() == {"room_id": room["id"], "docs": {DOC: {"h1": a, "g1": b2}}}
+        async with http(server.url) as s, s.get(f"/api/rooms/{room['id']}/annotations") as r:
+            assert r.status == 401
         # Garbage bytes: a clear error, the document untouched.
         ack = await guest.send(b"\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff")
         assert ack["error"]["code"] == "validation_error"
