@@ -1,7 +1,9 @@
 """socket.io on the wire: the msgpack serializer.
 
-The browser uses ``socket.io-msgpack-parser`` (notepack), which sends a ``Uint8Array`` as
-msgpack ext type 0: the unpacker turns ext 0 into ``bytes``.
+The browser uses ``socket.io-msgpack-parser`` (notepack). Its browser build sends an
+``ArrayBuffer`` as msgpack bin (``bytes`` here); notepack's Node build sends a
+``Uint8Array``/``Buffer`` as bin too, and some versions use ext type 0 for a typed array:
+the unpacker turns ext 0 into ``bytes`` as well.
 """
 
 from __future__ import annotations

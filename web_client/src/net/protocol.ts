@@ -225,10 +225,12 @@ export interface ErrorEventPayload {
 }
 
 /** One y-protocols message (sync step 1/2, update, awareness) for one annotation document.
- * Send an exact-size Uint8Array (notepack sends a view's whole backing buffer). */
+ * Send an ArrayBuffer holding exactly the message: the browser build of notepack (bundled
+ * by socket.io-msgpack-parser) encodes an ArrayBuffer as msgpack bin, but a Uint8Array as
+ * a plain object, which the server refuses. */
 export interface YPayload {
   doc: string;
-  data: Uint8Array;
+  data: ArrayBuffer;
 }
 
 /** As received: the msgpack parser hands binary over as an ArrayBuffer (wrap it in a

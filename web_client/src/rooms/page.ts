@@ -3,6 +3,7 @@
  * the participant cookie, or redeem a share code), then drive the socket through the lobby,
  * the room and its terminal states.
  */
+import { AnnotationPanel } from '../annotations/panel';
 import { ChatPanel } from '../chat/panel';
 import { clearStatus, h, replace, say, statusLine } from '../dom';
 import { bindText, errorKey, t, type MsgKey } from '../i18n';
@@ -40,6 +41,7 @@ interface RoomView {
   root: HTMLElement;
   people: ParticipantsPanel;
   chat: ChatPanel;
+  annotations: AnnotationPanel | null;
   hostTools: HTMLElement;
   lobbySwitch: HTMLInputElement;
 }
@@ -222,6 +224,7 @@ class RoomPage {
     if (this.stage.firstElementChild !== view.root) replace(this.stage, view.root);
     view.people.setAll(p.self, p.participants);
     view.chat.onJoined(p);
+    view.annotations?.onJoined(p.self.id, p.self.role);
     this.applyRole();
   }
 
@@ -304,7 +307,9 @@ class RoomPage {
       h('aside', { class: 'room-side' }, people.el, hostTools, h('div', { class: 'actions' }, this.leaveButton())),
       chat.el,
     );
-    this.view = { root, people, chat, hostTools, lobbySwitch };
+    const annotations = this.socket ? new AnnotationPanel(this.socket) : null;
+    if (annotations) root.appendChild(annotations.el);
+    this.view = { root, people, chat, annotations, hostTools, lobbySwitch };
     return this.view;
   }
 
@@ -314,6 +319,7 @@ class RoomPage {
     this.view.people.setHost(isHost);
     this.view.hostTools.hidden = !isHost;
     this.view.chat.setCanPost(this.self.role !== 'observer');
+    this.view.annotations?.setRole(this.self.role);
     if (this.room) this.view.lobbySwitch.checked = this.room.lobby;
   }
 
