@@ -49,7 +49,7 @@ from pycrdt import Doc, Map, write_var_uint
 from annotations.sync import awareness_message, parse_message, sync_step1, update_message
 from bench import stats
 from bench.client import MAX_FRAME, SioClient, loopback_address, new_session, redeem
-from bench.pool import Message, WorkerLink, WorkerPool
+from bench.pool import WorkerLink, WorkerPool
 from bench.scenario import Defaults, Options, RunContext, ScenarioResult
 from bench.scenarios import join_chat
 from bench.scenarios.join_chat import ACK, EXPECTED, NS, RECEIVED, Member
@@ -211,28 +211,9 @@ async def _drive(
     addr_base = random.randrange(240)
     plan = await join_chat._set_up(ctx, rooms, participants, addr_base + n_workers)
     total = rooms * participants
-    start_ns = time.time_ns() + NS // 2
-    for w in range(n_workers):
-        mine = plan[w::n_workers]
-        pool.send(w, "plan", {
-            "url": ctx.url,
-            "rooms": mine,
-            "participants": participants,
-            "join_rate": args.join_rate * len(mine) / rooms,
-            "start_ns": start_ns,
-            "per_address": args.per_address,
-            "addr_group": addr_base + w,
-        })  # fmt: skip
-    ctx.progress.phase("join storm", total, unit="join")
-
-    def on_progress(_: int, msg: Message) -> None:
-        if msg[0] == "progress":
-            ctx.progress.update(msg[1])
-
-    storm_s = total / args.join_rate + join_chat.JOIN_TIMEOUT_S + SYNC_TIMEOUT_S + 15.0
-    joined = await pool.gather("joined", storm_s, on_progress)
-    connected = sum(j["ok"] for j in joined)
-    await asyncio.sleep(SETTLE_S)
+    joined, connected = await join_chat.join_storm(
+        ctx, pool, plan, rooms, participants, addr_base, extra_timeout_s=SYNC_TIMEOUT_S
+    )
 
     cpu0 = probe.cpu_s() if probe else 0.0
     wall0 = time.monotonic()
@@ -246,7 +227,7 @@ async def _drive(
             "awareness_hz": float(args.awareness_hz),
         })  # fmt: skip
     ctx.progress.phase("drawing", round(rate * duration), unit="update")
-    results = await pool.gather("result", duration + DRAIN_S + 30.0, on_progress)
+    results = await pool.gather("result", duration + DRAIN_S + 30.0, join_chat.progress_of(ctx))
     cpu_draw = (probe.cpu_s() - cpu0) if probe else None
     ctx.args.draw_wall_s = time.monotonic() - wall0  # drawing phase, drain included
     ctx.progress.close()
@@ -268,8 +249,7 @@ def _combine(
     late: dict[str, Any],
 ) -> ScenarioResult:
     def cat(key: str, scale: float, source: list[dict[str, Any]] = results) -> np.ndarray[Any, Any]:
-        parts = [np.frombuffer(r[key], dtype=np.int64) for r in source]
-        return np.concatenate(parts).astype(np.float64) / scale if parts else np.zeros(0)
+        return join_chat.samples(source, key, scale)
 
     def total_of(key: str) -> int:
         return sum(int(r[key]) for r in results)

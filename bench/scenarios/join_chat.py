@@ -31,7 +31,7 @@ import secrets
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -159,7 +159,6 @@ async def run(ctx: RunContext) -> ScenarioResult:
 async def _drive(
     ctx: RunContext, pool: WorkerPool, rooms: int, participants: int, rate: float, duration: float
 ) -> ScenarioResult:
-    args = ctx.args
     probe = ctx.probe
     n_workers = len(pool)
     addr_base = random.randrange(240)  # fresh addresses per run (a --url server remembers)
@@ -179,6 +178,49 @@ async def _drive(
             rss_peaks[name] = probe.phase_peak_mb()
 
     total = rooms * participants
+    joined, connected = await join_storm(ctx, pool, plan, rooms, participants, addr_base)
+    rss_idle = probe.rss_bytes() if probe else 0
+    end_phase("join")
+
+    chat_start = time.time_ns() + NS // 4
+    for w in range(n_workers):
+        share = joined[w]["ok"] / connected if connected else 0.0
+        pool.send(w, "chat", {"start_ns": chat_start, "rate": rate * share, "duration": duration})
+    ctx.progress.phase("chat", round(rate * duration), unit="msg")
+    results = await pool.gather("result", duration + DRAIN_S + 30.0, progress_of(ctx))
+    end_phase("chat")
+    ctx.progress.close()
+    return _combine(
+        ctx, joined, results, pool, connected, total, duration,
+        rss_base, rss_idle, cpu_phases, rss_peaks,
+    )  # fmt: skip
+
+
+def progress_of(ctx: RunContext) -> Callable[[int, Message], None]:
+    """A pool.gather callback that advances the progress bar on workers' progress reports."""
+
+    def on_progress(_: int, msg: Message) -> None:
+        if msg[0] == "progress":
+            ctx.progress.update(msg[1])
+
+    return on_progress
+
+
+async def join_storm(
+    ctx: RunContext,
+    pool: WorkerPool,
+    plan: list[tuple[str, list[str]]],
+    rooms: int,
+    participants: int,
+    addr_base: int,
+    *,
+    extra_timeout_s: float = 0.0,
+) -> tuple[list[dict[str, Any]], int]:
+    """Deal the rooms to the workers, let every participant join at --join-rate, wait for
+    all of them (and a settle); return each worker's report and the number connected."""
+    args = ctx.args
+    n_workers = len(pool)
+    total = rooms * participants
     start_ns = time.time_ns() + NS // 2
     for w in range(n_workers):
         mine = plan[w::n_workers]
@@ -192,30 +234,16 @@ async def _drive(
             "addr_group": addr_base + w,
         })  # fmt: skip
     ctx.progress.phase("join storm", total, unit="join")
-
-    def on_progress(_: int, msg: Message) -> None:
-        if msg[0] == "progress":
-            ctx.progress.update(msg[1])
-
-    storm_s = total / args.join_rate + JOIN_TIMEOUT_S + 15.0
-    joined = await pool.gather("joined", storm_s, on_progress)
-    connected = sum(j["ok"] for j in joined)
+    storm_s = total / args.join_rate + JOIN_TIMEOUT_S + extra_timeout_s + 15.0
+    joined = await pool.gather("joined", storm_s, progress_of(ctx))
     await asyncio.sleep(SETTLE_S)
-    rss_idle = probe.rss_bytes() if probe else 0
-    end_phase("join")
+    return joined, sum(j["ok"] for j in joined)
 
-    chat_start = time.time_ns() + NS // 4
-    for w in range(n_workers):
-        share = joined[w]["ok"] / connected if connected else 0.0
-        pool.send(w, "chat", {"start_ns": chat_start, "rate": rate * share, "duration": duration})
-    ctx.progress.phase("chat", round(rate * duration), unit="msg")
-    results = await pool.gather("result", duration + DRAIN_S + 30.0, on_progress)
-    end_phase("chat")
-    ctx.progress.close()
-    return _combine(
-        ctx, joined, results, pool, connected, total, duration,
-        rss_base, rss_idle, cpu_phases, rss_peaks,
-    )  # fmt: skip
+
+def samples(source: list[dict[str, Any]], key: str, scale: float) -> np.ndarray[Any, Any]:
+    """Workers' int64 sample buffers under ``key``, concatenated and divided by ``scale``."""
+    parts = [np.frombuffer(r[key], dtype=np.int64) for r in source]
+    return np.concatenate(parts).astype(np.float64) / scale if parts else np.zeros(0)
 
 
 def _combine(
@@ -232,8 +260,7 @@ def _combine(
     rss_peaks: dict[str, float],
 ) -> ScenarioResult:
     def cat(key: str, scale: float, source: list[dict[str, Any]] = results) -> np.ndarray[Any, Any]:
-        parts = [np.frombuffer(r[key], dtype=np.int64) for r in source]
-        return np.concatenate(parts).astype(np.float64) / scale if parts else np.zeros(0)
+        return samples(source, key, scale)
 
     latency_ms = cat("lat_ns", 1e6)
     latency_at_s = cat("lat_at_ns", 1e9)
