@@ -183,23 +183,9 @@ class Drawer:
 
 async def run(ctx: RunContext) -> ScenarioResult:
     args = ctx.args
-    rooms, participants = int(args.rooms), int(args.participants)
-    rate, duration = float(args.rate), float(args.duration)
-    if rooms < 1 or participants < 1 or args.join_rate <= 0 or duration <= 0 or rate < 0:
-        raise ValueError("rooms, participants, --join-rate and duration must be positive")
     if args.late_join_annotations < 1 or args.awareness_hz < 0:
         raise ValueError("--late-join-annotations must be positive, --awareness-hz >= 0")
-    n_workers = max(1, min(int(args.workers), rooms))
-    pool = WorkerPool(worker_main, n_workers)
-    pool.start()
-    try:
-        result = await _drive(ctx, pool, rooms, participants, rate, duration)
-    finally:
-        ctx.progress.close()
-        await pool.close()
-    result.worker_cpu_s = sum(pool.cpu_s)
-    result.extra["generator_cpu_s_workers"] = [round(c, 3) for c in pool.cpu_s]
-    return result
+    return await join_chat.run_with_pool(ctx, worker_main, _drive)
 
 
 async def _drive(

@@ -31,7 +31,7 @@ import secrets
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
 
@@ -137,23 +137,36 @@ async def _set_up(
         await asyncio.gather(*(session.close() for session in sessions))
 
 
-async def run(ctx: RunContext) -> ScenarioResult:
+Drive = Callable[
+    [RunContext, WorkerPool, int, int, float, float], Coroutine[Any, Any, ScenarioResult]
+]
+
+
+async def run_with_pool(
+    ctx: RunContext, worker: Callable[..., Any], drive: Drive
+) -> ScenarioResult:
+    """Check the common options, start the worker processes, run ``drive``, stop them and
+    report their CPU (shared by the scenarios that join rooms in a storm)."""
     args = ctx.args
     rooms, participants = int(args.rooms), int(args.participants)
     rate, duration = float(args.rate), float(args.duration)
     if rooms < 1 or participants < 1 or args.join_rate <= 0 or duration <= 0 or rate < 0:
         raise ValueError("rooms, participants, --join-rate and duration must be positive")
     n_workers = max(1, min(int(args.workers), rooms))
-    pool = WorkerPool(worker_main, n_workers)
+    pool = WorkerPool(worker, n_workers)
     pool.start()  # the workers import while the parent sets up
     try:
-        result = await _drive(ctx, pool, rooms, participants, rate, duration)
+        result = await drive(ctx, pool, rooms, participants, rate, duration)
     finally:
         ctx.progress.close()
         await pool.close()
     result.worker_cpu_s = sum(pool.cpu_s)
     result.extra["generator_cpu_s_workers"] = [round(c, 3) for c in pool.cpu_s]
     return result
+
+
+async def run(ctx: RunContext) -> ScenarioResult:
+    return await run_with_pool(ctx, worker_main, _drive)
 
 
 async def _drive(
