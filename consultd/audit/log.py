@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +34,18 @@ def _digest(prev: str, event: dict[str, Any]) -> str:
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One event to record (``AuditLog.record_many``, or queued with ``Store.later``)."""
+
+    scope: str
+    actor: str
+    action: str
+    target: str | None = None
+    room_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 class AuditLog:
     def __init__(self) -> None:
         # scope -> (last seq, last hash). Callers write inside Database.write(), which
@@ -50,25 +63,49 @@ class AuditLog:
         room_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        head = self._heads.get(scope)
-        if head is None:
+        await self.record_many(
+            conn, [AuditEvent(scope, actor, action, target, room_id, detail or {})]
+        )
+
+    async def record_many(self, conn: AsyncConnection, events: list[AuditEvent]) -> None:
+        """Append ``events`` in order, each chained to the one before in its scope, in one
+        ``executemany``."""
+        await self.load_heads(conn, {e.scope for e in events})
+        rows = self.chain(events)
+        if rows:
+            await conn.execute(_INSERT, rows)
+
+    async def load_heads(self, conn: AsyncConnection, scopes: set[str]) -> None:
+        """Read the newest event of each scope not cached yet (once per scope and process:
+        a room's scope is written only by the process that owns the room)."""
+        for scope in scopes - self._heads.keys():
             row = (await conn.execute(_HEAD, {"scope": scope})).first()
-            head = (row.seq, row.hash) if row else (0, GENESIS)
-        seq, prev = head[0] + 1, head[1]
-        event = {
-            "scope": scope,
-            "seq": seq,
-            "at": now(),
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "room_id": room_id,
-            "detail": detail or {},
-        }
-        digest = _digest(prev, event)
-        await conn.execute(_INSERT, {**event, "prev_hash": prev, "hash": digest})
-        # If the transaction later rolls back, the caller calls forget() (see Store.tx).
-        self._heads[scope] = (seq, digest)
+            self._heads[scope] = (row.seq, row.hash) if row else (0, GENESIS)
+
+    def chain(self, events: list[AuditEvent]) -> list[dict[str, Any]]:
+        """The ``audit_events`` rows for ``events``, heads loaded (``load_heads``); the
+        caller inserts them in the transaction it is in, and calls ``forget()`` if that
+        transaction rolls back."""
+        rows: list[dict[str, Any]] = []
+        heads = self._heads
+        for e in events:
+            seq, prev = heads[e.scope]
+            seq += 1
+            event = {
+                "scope": e.scope,
+                "seq": seq,
+                "at": now(),
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "room_id": e.room_id,
+                "detail": e.detail,
+            }
+            digest = _digest(prev, event)
+            event["prev_hash"], event["hash"] = prev, digest
+            rows.append(event)
+            heads[e.scope] = (seq, digest)
+        return rows
 
     def forget(self) -> None:
         """Drop cached heads (after a rolled-back transaction); they reload lazily."""

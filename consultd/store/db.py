@@ -2,13 +2,22 @@
 
 SQLite allows one writer at a time; ``Database.write()`` serialises writers in-process so
 that a busy SQLite never makes the event loop spin on ``database is locked``.
+
+``insert_many()`` writes rows of several tables in one transaction. On SQLite it does so
+on a writer connection of its own, in one hop to its thread: through aiosqlite every
+statement, cursor, begin and commit is a hop between the event loop's thread and the
+driver's, and each hop made the loop wait for the GIL (about 0.25 ms, most of a group
+commit's cost). On PostgreSQL asyncpg has no thread, so it goes through SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,9 @@ class Database:
         if self.is_sqlite:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._write_lock = asyncio.Lock()
+        self._sqlite_writer: ThreadPoolExecutor | None = None
+        self._sqlite_conn: sqlite3.Connection | None = None
+        self._sqlite_sql: dict[tuple[str, tuple[str, ...]], str] = {}
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (alembic ``upgrade head``)."""
@@ -71,7 +83,70 @@ class Database:
             return sqlite.insert(table).on_conflict_do_nothing()
         return postgresql.insert(table).on_conflict_do_nothing()
 
+    async def insert_many(self, batches: Sequence[tuple[sa.Table, list[dict[str, Any]]]]) -> None:
+        """Insert each table's rows, in order, in one transaction (module docstring)."""
+        if not self.is_sqlite:
+            async with self.write() as conn:
+                for table, rows in batches:
+                    if rows:
+                        await conn.execute(table.insert(), rows)
+            return
+        async with self._write_lock:
+            if self._sqlite_writer is None:
+                self._sqlite_writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._sqlite_writer, self._insert_sync, batches)
+            except sqlite3.Error as exc:
+                # The same exception types as the SQLAlchemy path (IntegrityError, ...).
+                raise sa.exc.DBAPIError.instance(
+                    None, None, exc, sqlite3.Error, hide_parameters=True
+                ) from exc
+
+    def _insert_sync(self, batches: Sequence[tuple[sa.Table, list[dict[str, Any]]]]) -> None:
+        conn = self._sqlite_conn
+        if conn is None:
+            path = self.engine.url.database or ":memory:"
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            _sqlite_pragmas(conn, None)
+            self._sqlite_conn = conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table, rows in batches:
+                self._executemany(conn, table, rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _executemany(
+        self, conn: sqlite3.Connection, table: sa.Table, rows: list[dict[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        cols = tuple(rows[0])
+        sql = self._sqlite_sql.get((table.name, cols))
+        if sql is None:
+            sql = self._sqlite_sql[table.name, cols] = (
+                "INSERT INTO " + table.name + " (" + ", ".join(cols) + ") VALUES ("
+                + ", ".join("?" * len(cols)) + ")"
+            )  # fmt: skip
+        as_json = [isinstance(table.c[c].type, sa.JSON) for c in cols]
+        conn.executemany(
+            sql,
+            [
+                tuple(json.dumps(r[c]) if j else r[c] for c, j in zip(cols, as_json, strict=True))
+                for r in rows
+            ],
+        )
+
     async def close(self) -> None:
+        if self._sqlite_writer is not None:
+            conn, self._sqlite_conn = self._sqlite_conn, None
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._sqlite_writer, conn.close)
+            self._sqlite_writer.shutdown()
+            self._sqlite_writer = None
         await self.engine.dispose()
 
 
