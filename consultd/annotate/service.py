@@ -100,7 +100,7 @@ class AnnotationService:
             raise ValidationFailed("not a y-protocols message: " + str(exc)) from None
         if msg.kind is MessageKind.AWARENESS:
             authorize(p, room, Action.VIEW)
-            await self.notifier.broadcast(room.id, "y", {"doc": doc_id, "data": data}, exclude=p.id)
+            self.notifier.broadcast(room.id, "y", {"doc": doc_id, "data": data}, exclude=p.id)
             return
         if msg.kind is MessageKind.SYNC_STEP1:
             authorize(p, room, Action.VIEW)
@@ -115,8 +115,8 @@ class AnnotationService:
                 except AnnotationRejected as exc:
                     raise ValidationFailed("bad state vector: " + str(exc)) from None
             # Answer with what the client lacks, then ask for what the server lacks.
-            await self.notifier.send(room.id, p.id, "y", {"doc": doc_id, "data": step2})
-            await self.notifier.send(
+            self.notifier.send(room.id, p.id, "y", {"doc": doc_id, "data": step2})
+            self.notifier.send(
                 room.id, p.id, "y", {"doc": doc_id, "data": sync_step1(entry.doc.state_vector())}
             )
             return
@@ -144,7 +144,7 @@ class AnnotationService:
             entry.compacted_upto = seq
             self.store.later(self._compact_job(room, doc_id, seq, entry.doc.snapshot()))
         # Relay as an update message, whatever step the sender used.
-        await self.notifier.broadcast(
+        self.notifier.broadcast(
             room.id, "y", {"doc": doc_id, "data": update_message(msg.payload)}, exclude=p.id
         )
 

@@ -134,7 +134,7 @@ class ChatService:
                 p.done.set_result(original)
                 continue
             p.room.remember_chat(p.message)
-            await self.notifier.broadcast(
+            self.notifier.broadcast(
                 p.room.id, "chat", p.message.to_wire(), exclude=p.message.author_id
             )
             p.done.set_result(p.message)

@@ -1,4 +1,8 @@
-"""How services reach connected clients, without knowing the transport."""
+"""How services reach connected clients, without knowing the transport.
+
+``broadcast`` and ``send`` return at once: each client's copy is written to its socket or
+queued for it, in order, and a client too slow to take it is cut off and resyncs.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,10 @@ from typing import Any, Protocol
 
 
 class Notifier(Protocol):
-    async def broadcast(
-        self, room_id: str, event: str, data: Any, *, exclude: str | None = None
-    ) -> None:
+    def broadcast(self, room_id: str, event: str, data: Any, *, exclude: str | None = None) -> None:
         """To every participant in the room (joined sockets), minus ``exclude``."""
 
-    async def send(self, room_id: str, participant_id: str, event: str, data: Any) -> None:
+    def send(self, room_id: str, participant_id: str, event: str, data: Any) -> None:
         """To one participant's socket, if connected."""
 
     async def enter(self, room_id: str, participant_id: str) -> None:

@@ -200,7 +200,7 @@ class RoomService:
                     room_id=room.id,
                     detail={"fields": sorted(values)},
                 )
-            await self.notifier.broadcast(room.id, "room", room.to_wire())
+            self.notifier.broadcast(room.id, "room", room.to_wire())
         return room
 
     async def create_code(
@@ -453,7 +453,7 @@ class RoomService:
         if timer is not None:
             timer.cancel()
         if p.state is State.LOBBY:
-            await self.notifier.send(
+            self.notifier.send(
                 room.id, p.id, "lobby", {"room_id": room.id, "participant": p.to_wire()}
             )
             await self._notify_host(room, p)
@@ -476,7 +476,7 @@ class RoomService:
             self.store.later(self._state_job(room, p, State.JOINED, audit_action, actor=p.id))
         await self.notifier.enter(room.id, p.id)
         history, complete = await self.history(room, since)
-        await self.notifier.send(
+        self.notifier.send(
             room.id,
             p.id,
             "joined",
@@ -492,14 +492,14 @@ class RoomService:
             },
         )
         if was is not State.JOINED:
-            await self.notifier.broadcast(room.id, "presence", p.to_wire(), exclude=p.id)
+            self.notifier.broadcast(room.id, "presence", p.to_wire(), exclude=p.id)
 
     async def disconnected(self, room: Room, p: Participant) -> None:
         """The participant's (current) socket went away without ``leave``."""
         room.connected.discard(p.id)
         if p.state is State.JOINED and room.is_open:
             p.state = State.RECONNECTING
-            await self.notifier.broadcast(room.id, "presence", p.to_wire(), exclude=p.id)
+            self.notifier.broadcast(room.id, "presence", p.to_wire(), exclude=p.id)
             loop = asyncio.get_running_loop()
             room.grace_timers[p.id] = loop.call_later(
                 self.grace_s, lambda: spawn(self._grace_over(room, p))
@@ -512,7 +512,7 @@ class RoomService:
         if p.state is State.RECONNECTING:
             p.state = State.LEFT
             await self._persist_state(room, p, "participant.left", actor=p.id)
-            await self.notifier.broadcast(room.id, "presence", p.to_wire())
+            self.notifier.broadcast(room.id, "presence", p.to_wire())
         await self.registry.unload_if_idle(room)
 
     async def history(self, room: Room, since: int | None) -> tuple[list[ChatMessage], bool]:
@@ -619,11 +619,11 @@ class RoomService:
         timer = room.grace_timers.pop(target.id, None)
         if timer is not None:
             timer.cancel()
-        await self.notifier.send(room.id, target.id, event, {"reason": reason})
+        self.notifier.send(room.id, target.id, event, {"reason": reason})
         await self.notifier.disconnect(room.id, target.id)
         room.connected.discard(target.id)
         if was_present:
-            await self.notifier.broadcast(room.id, "presence", target.to_wire())
+            self.notifier.broadcast(room.id, "presence", target.to_wire())
         else:
             await self._notify_host(room, target)
         # Close room-scoped resources the participant held (media, later) via components.
@@ -663,12 +663,12 @@ class RoomService:
                 target=target.id,
                 room_id=room.id,
             )
-        await self.notifier.broadcast(room.id, "presence", actor.to_wire())
-        await self.notifier.broadcast(room.id, "presence", target.to_wire())
-        await self.notifier.broadcast(room.id, "room", room.to_wire())
+        self.notifier.broadcast(room.id, "presence", actor.to_wire())
+        self.notifier.broadcast(room.id, "presence", target.to_wire())
+        self.notifier.broadcast(room.id, "room", room.to_wire())
         for q in room.participants.values():  # the new host now sees the lobby
             if q.state is State.LOBBY:
-                await self.notifier.send(room.id, target.id, "presence", q.to_wire())
+                self.notifier.send(room.id, target.id, "presence", q.to_wire())
 
     async def set_lobby(self, actor: Participant, room: Room, enabled: bool) -> None:
         authorize(actor, room, Action.SET_LOBBY)
@@ -683,7 +683,7 @@ class RoomService:
                 room_id=room.id,
                 detail={"enabled": enabled},
             )
-        await self.notifier.broadcast(room.id, "room", room.to_wire())
+        self.notifier.broadcast(room.id, "room", room.to_wire())
 
     async def leave(self, actor: Participant, room: Room) -> None:
         authorize(actor, room, Action.LEAVE)
@@ -693,7 +693,7 @@ class RoomService:
         if actor.state in (State.JOINED, State.RECONNECTING, State.LOBBY):
             actor.state = State.LEFT
             await self._persist_state(room, actor, "participant.left", actor=actor.id)
-            await self.notifier.broadcast(room.id, "presence", actor.to_wire())
+            self.notifier.broadcast(room.id, "presence", actor.to_wire())
 
     async def end(self, room: Room, actor_id: str) -> Room:
         """End the room for everyone (host's socket event or HTTP call, checked by caller)."""
@@ -706,9 +706,9 @@ class RoomService:
             await self.store.audit.record(
                 conn, scope=room.id, actor=actor_id, action="room.ended", room_id=room.id
             )
-        await self.notifier.broadcast(room.id, "ended", room.to_wire())
+        self.notifier.broadcast(room.id, "ended", room.to_wire())
         for pid in list(room.connected):
-            await self.notifier.send(room.id, pid, "ended", room.to_wire())  # lobby sockets too
+            self.notifier.send(room.id, pid, "ended", room.to_wire())  # lobby sockets too
             await self.notifier.disconnect(room.id, pid)
         room.connected.clear()
         await self.registry.unload(room.id)
@@ -728,7 +728,7 @@ class RoomService:
     async def _notify_host(self, room: Room, p: Participant) -> None:
         host = room.host()
         if host is not None and host.state is State.JOINED:
-            await self.notifier.send(room.id, host.id, "presence", p.to_wire())
+            self.notifier.send(room.id, host.id, "presence", p.to_wire())
 
     def _state_job(
         self, room: Room, p: Participant, state: State, action: str | None, *, actor: str

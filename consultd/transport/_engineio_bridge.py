@@ -18,6 +18,10 @@ fails loudly if an upgrade moves any of them.
   write) instead of waking the client's writer task: a delivery then costs a header and
   a ``write``. Otherwise it is queued as before (ordering kept: the fast path is only
   taken with nothing queued), so the cap above still bounds a slow client.
+- ``emit_to``: one event to many clients, encoded once into one websocket frame and
+  written to each client the same way (direct write, else its queue), with no task per
+  recipient: ``AsyncManager.emit`` creates and awaits a task per recipient, which cost
+  more than the write itself.
 - ``AsyncSocket.schedule_ping``: a timer per client instead of a task sleeping until the
   next ping (memory per idle connection).
 - ``AsyncServer._handle_event_internal``: records whether the client asked for an ack, so
@@ -31,7 +35,7 @@ import asyncio
 import contextvars
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import engineio
@@ -41,6 +45,7 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
+from socketio import packet as sio_packet
 
 ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=False)
 #: Work to run once the current event's ack is queued (closing the sender's own socket).
@@ -93,27 +98,60 @@ def _frame_header(opcode: int, n: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, n)
 
 
+def _frame(pkt: Any) -> bytes:
+    """The websocket frame carrying Engine.IO packet ``pkt``."""
+    data = pkt.encode()
+    if isinstance(data, str):
+        payload, opcode = data.encode(), 0x1
+    else:
+        payload, opcode = data, 0x2
+    return _frame_header(opcode, len(payload)) + payload
+
+
+def _direct_transport(sock: AsyncSocket) -> Any:
+    """The socket's transport when a frame may be written to it now, else None."""
+    transport = getattr(sock, "fast_transport", None)
+    if (
+        transport is not None
+        and sock.upgraded
+        and not sock.closed
+        and sock.queue.empty()
+        and not transport.is_closing()
+        and transport.get_write_buffer_size() < FAST_WRITE_LIMIT
+    ):
+        return transport
+    return None
+
+
 async def _send(self: AsyncSocket, pkt: Any) -> None:
     """``AsyncSocket.send`` with a direct write when nothing is queued (see module doc)."""
     if not await self.check_ping_timeout():
         return
-    transport = getattr(self, "fast_transport", None)
-    if (
-        transport is not None
-        and self.upgraded
-        and not self.closed
-        and self.queue.empty()
-        and not transport.is_closing()
-        and transport.get_write_buffer_size() < FAST_WRITE_LIMIT
-    ):
-        data = pkt.encode()
-        if isinstance(data, str):
-            payload, opcode = data.encode(), 0x1
-        else:
-            payload, opcode = data, 0x2
-        transport.write(_frame_header(opcode, len(payload)) + payload)
+    transport = _direct_transport(self)
+    if transport is not None:
+        transport.write(_frame(pkt))
         return
     await self.queue.put(pkt)
+
+
+def emit_to(sio: socketio.AsyncServer, eio_sids: Iterable[str], event: str, data: Any) -> None:
+    """Send ``event`` to the clients ``eio_sids`` (module doc); ordering per client is
+    kept, as in ``_send``."""
+    pkt = sio.packet_class(sio_packet.EVENT, namespace="/", data=[event, data])
+    eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
+    frame: bytes | None = None
+    sockets = sio.eio.sockets
+    for eio_sid in eio_sids:
+        sock = sockets.get(eio_sid)
+        if sock is None or sock.closed:
+            continue
+        transport = _direct_transport(sock)
+        if transport is not None:
+            if frame is None:
+                frame = _frame(eio_pkt)
+            transport.write(frame)
+        else:
+            sock.queue.put_nowait(eio_pkt)
 
 
 def _schedule_ping(self: AsyncSocket) -> None:

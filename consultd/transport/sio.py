@@ -24,7 +24,13 @@ from consultd.rooms.room import Participant, Room
 from consultd.services import Services
 from consultd.tasks import spawn
 from consultd.transport import schemas as s
-from consultd.transport._engineio_bridge import AsyncServer, ack_requested, after_ack, close_all
+from consultd.transport._engineio_bridge import (
+    AsyncServer,
+    ack_requested,
+    after_ack,
+    close_all,
+    emit_to,
+)
 from consultd.transport.http import participant_cookie
 from consultd.transport.wire import Packet
 
@@ -96,16 +102,17 @@ class Gateway:
 
     # -- Notifier ---------------------------------------------------------------------------
 
-    async def broadcast(
-        self, room_id: str, event: str, data: Any, *, exclude: str | None = None
-    ) -> None:
+    def broadcast(self, room_id: str, event: str, data: Any, *, exclude: str | None = None) -> None:
         skip = self._sid_of.get(exclude) if exclude is not None else None
-        await self.sio.emit(event, data, room=room_id, skip_sid=skip)
+        members = self.sio.manager.get_participants("/", room_id)
+        emit_to(self.sio, (eio for sid, eio in members if sid != skip), event, data)
 
-    async def send(self, room_id: str, participant_id: str, event: str, data: Any) -> None:
+    def send(self, room_id: str, participant_id: str, event: str, data: Any) -> None:
         sid = self._sid_of.get(participant_id)
         if sid is not None:
-            await self.sio.emit(event, data, to=sid)
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+            if eio_sid is not None:
+                emit_to(self.sio, (eio_sid,), event, data)
 
     async def enter(self, room_id: str, participant_id: str) -> None:
         sid = self._sid_of.get(participant_id)

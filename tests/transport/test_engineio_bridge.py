@@ -34,6 +34,15 @@ def test_private_names_still_exist() -> None:
     assert "websocket" in eio_aiohttp._async
     assert hasattr(eio_aiohttp.WebSocket, "wait")
     assert "self.queue" in inspect.getsource(AsyncSocket.close)
+    # emit_to: the socket table, the per-socket state it reads, the room membership.
+    assert "self.sockets" in inspect.getsource(engineio.AsyncServer._get_socket)
+    for name in ("upgraded", "closed", "queue"):
+        assert name in inspect.getsource(AsyncSocket.__init__) or name in inspect.getsource(
+            engineio.base_socket.BaseSocket.__init__
+        )
+    for method in ("get_participants", "eio_sid_from_sid"):
+        params = list(inspect.signature(getattr(socketio.AsyncManager, method)).parameters)
+        assert params[0] == "self" and len(params) == 3, method
 
 
 def test_poll_is_replaced_and_keeps_the_sentinel_contract() -> None:
