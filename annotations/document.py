@@ -5,15 +5,15 @@ annotation id maps to the annotation's JSON object, stored whole as a plain valu
 last writer wins for the whole shape (``SCHEMA.md``). The document holds no room, socket or
 storage state; ``annotations.sync`` frames its bytes and the caller decides who may write.
 
-Validation happens before the real document changes. A *twin* ``Doc`` is kept in lockstep
-with the real one: every update goes to the twin first, its ``Map`` event tells which keys
-were added, updated or deleted (with old and new values), and only if every change passes
-the checks is the same update applied to the real document. Both documents then hold the
-same updates in the same order. Keeping the twin costs one extra apply per update (a few
-µs); copying the document per update would cost O(room). A rejected update has touched the
-twin, so the twin is rebuilt from the real document (O(room), once per rejection). Updates
-that fail to decode are refused before either document changes (yrs decodes the whole
-update before integrating it), so they need no rebuild.
+Validation happens as the update is applied, and a refused update is rolled back. The
+document's map observer reports which keys the update added, updated or deleted (with old
+and new values); if any change fails the checks, the document is rebuilt from its
+*restore point*: an encoded state plus the accepted updates since (O(room), once per
+rejection, which only a faulty or hostile client causes). The restore point is moved up
+when the updates since it outweigh a quarter of it, so keeping it costs O(1) per update
+byte and at most about 1.25 times the document's encoded size in memory. Updates that fail
+to decode are refused before the document changes (yrs decodes the whole update before
+integrating it), so they need no rebuild.
 
 Checks, per changed key: the value is a valid annotation (``validate_annotation``) whose
 ``id`` is its key; an added annotation's ``author`` is the sender; an updated or deleted
@@ -24,7 +24,8 @@ never changes the ``author``. The update may not create any root other than
 Gaps: yrs keeps structs whose causal predecessors are missing as *pending* and integrates
 them when a later update fills the gap, which would check their effects against that later
 sender. So an update must carry one client's structs, starting no later than the document's
-clock for that client (``_check_no_gap``); otherwise the client resyncs (step 1 / step 2).
+clock for that client (``_check_no_gap``, before the update is applied); otherwise the
+client resyncs (step 1 / step 2).
 A deletion of a struct the document lacks is kept pending the same way; it can only remove,
 and removing is checked when it happens.
 """
@@ -35,7 +36,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
 
-from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
+from pycrdt import Doc, Map, Subscription, TransactionEvent, merge_updates
 
 from annotations.schema import AnnotationError, validate_annotation
 from annotations.sync import SyncError, read_var_uint
@@ -144,45 +145,13 @@ def _check_changes(
 
 
 class _KeysEvent(Protocol):
-    """What ``MapEvent`` carries but pycrdt does not annotate (it sets ``keys`` from the
-    native event's ``__slots__``)."""
+    """The native map event: ``keys`` is valid during the callback only."""
 
     keys: dict[str, _KeyChange]
 
 
-class _Twin:
-    """A ``Doc`` kept in lockstep with the real one, observed to report what an update
-    changed."""
-
-    def __init__(self, state: bytes) -> None:
-        self.doc: Doc[Any] = Doc()
-        self.map: Map[Any] = self.doc.get(MAP_NAME, type=Map)
-        self.doc.apply_update(state)
-        self.keys: dict[str, _KeyChange] = {}
-        self.changed = False
-        self._map_sub: Subscription | None = self.map.observe(self._on_map)
-        self._doc_sub: Subscription | None = self.doc.observe(self._on_transaction)
-
-    def _on_map(self, event: MapEvent) -> None:
-        self.keys.update(cast(_KeysEvent, event).keys)
-
-    def _on_transaction(self, _event: TransactionEvent) -> None:
-        self.changed = True  # yrs emits only for transactions that changed the document
-
-    def apply(self, update: bytes) -> tuple[dict[str, _KeyChange], bool]:
-        """Apply ``update``; return the changed keys and whether anything changed."""
-        self.keys = {}
-        self.changed = False
-        self.doc.apply_update(update)
-        return self.keys, self.changed
-
-    def close(self) -> None:
-        if self._map_sub is not None:
-            self.map.unobserve(self._map_sub)
-            self._map_sub = None
-        if self._doc_sub is not None:
-            self.doc.unobserve(self._doc_sub)
-            self._doc_sub = None
+#: Restore-point bytes below which the restore point is not moved up (see module doc).
+_MIN_RESTORE_BYTES: Final = 64 * 1024
 
 
 class AnnotationDocument:
@@ -194,11 +163,32 @@ class AnnotationDocument:
 
     def __init__(self, *, max_update_bytes: int = MAX_UPDATE_BYTES) -> None:
         self.max_update_bytes = max_update_bytes
-        self._doc: Doc[Any] = Doc()
-        self._map: Map[Any] = self._doc.get(MAP_NAME, type=Map)
-        self._twin: _Twin | None = _Twin(self._doc.get_update())
+        self._closed = False
+        self._keys: dict[str, _KeyChange] = {}
+        self._changed = False
+        self._restore_state = b""
+        self._since_restore: list[bytes] = []
+        self._since_bytes = 0
+        self._open(None)
         self._snapshot: bytes | None = None
         self._compressed: bytes | None = None
+
+    def _open(self, state: bytes | None) -> None:
+        self._doc: Doc[Any] = Doc()
+        self._map: Map[Any] = self._doc.get(MAP_NAME, type=Map)
+        if state is not None:
+            self._doc.apply_update(state)
+        # The native map's own observer: pycrdt's ``Map.observe`` wraps every event in
+        # Python objects by walking all old and new values (two thirds of an update's
+        # cost); the values here are plain JSON, so the native ``keys`` dict is enough.
+        self._map_sub: Subscription = self._map.integrated.observe(self._on_map)
+        self._doc_sub: Subscription = self._doc.observe(self._on_transaction)
+
+    def _on_map(self, event: _KeysEvent) -> None:
+        self._keys.update(event.keys)
+
+    def _on_transaction(self, _event: TransactionEvent) -> None:
+        self._changed = True  # yrs emits only for transactions that changed the document
 
     @classmethod
     def load(
@@ -220,62 +210,75 @@ class AnnotationDocument:
         _check_roots(self._doc)
         for key, value in self._map.items():
             _check_value(_key_path(key), value)
-        self._rebuild_twin()
+        self._restore_state = snapshot
         return self
 
     @property
     def closed(self) -> bool:
-        return self._twin is None
+        return self._closed
 
-    def _live_twin(self) -> _Twin:
-        if self._twin is None:
+    def _check_open(self) -> None:
+        if self._closed:
             raise DocumentClosed("annotation document closed")
-        return self._twin
 
     def apply(self, update: bytes, *, author: str, is_host: bool) -> Applied:
         """Validate ``update`` from participant ``author`` and apply it, or raise
         ``AnnotationRejected`` leaving the document unchanged (module docstring)."""
-        twin = self._live_twin()
+        self._check_open()
         if len(update) > self.max_update_bytes:
             raise AnnotationRejected(
                 "update", "larger than " + str(self.max_update_bytes) + " bytes"
             )
+        clocks = _check_no_gap(update, self._doc.get_state())
+        self._keys = {}
+        self._changed = False
         try:
-            changes, changed = twin.apply(update)
+            self._doc.apply_update(update)
         except ValueError:
             raise AnnotationRejected("update", "not a Yjs update") from None
+        changes, changed = self._keys, self._changed
+        if not changed:
+            if clocks is not None and clocks[0] == clocks[1]:
+                # New structs, nothing integrated: they wait on items the server lacks.
+                self._restore()
+                raise AnnotationRejected("update", "depends on changes the server lacks; resync")
+            return Applied()  # a duplicate
         try:
-            try:
-                _check_no_gap(update, self._doc.get_state())
-            except AnnotationRejected:
-                changed = True  # the twin may hold pending structs now: rebuild it
-                raise
-            if changed:
-                _check_roots(twin.doc)
+            _check_roots(self._doc)
             added, updated, deleted = _check_changes(changes, author, is_host)
         except AnnotationRejected:
-            if changed:
-                self._rebuild_twin()
+            self._restore()
             raise
-        self._doc.apply_update(update)
-        if changed:
-            self._snapshot = self._compressed = None
+        self._snapshot = self._compressed = None
+        self._since_restore.append(update)
+        self._since_bytes += len(update)
+        if self._since_bytes > max(_MIN_RESTORE_BYTES, len(self._restore_state) >> 2):
+            self._restore_state = self._doc.get_update()
+            self._since_restore = []
+            self._since_bytes = 0
         return Applied(tuple(added), tuple(updated), tuple(deleted), changed)
 
-    def _rebuild_twin(self) -> None:
-        twin = self._live_twin()
-        twin.close()
-        self._twin = _Twin(self._doc.get_update())
+    def _restore(self) -> None:
+        """Back to the last accepted update: the restore point, then what followed it."""
+        self._drop_subscriptions()
+        since = self._since_restore
+        self._open(self._restore_state or None)
+        if since:
+            self._doc.apply_update(merge_updates(*since) if len(since) > 1 else since[0])
+
+    def _drop_subscriptions(self) -> None:
+        self._map_sub.drop()
+        self._doc.unobserve(self._doc_sub)
 
     def state_vector(self) -> bytes:
         """The encoded state vector, for SyncStep1."""
-        self._live_twin()
+        self._check_open()
         return self._doc.get_state()
 
     def diff(self, state_vector: bytes) -> bytes:
         """The update a peer with ``state_vector`` is missing, for SyncStep2. Raises
         ``AnnotationRejected`` if ``state_vector`` does not decode."""
-        self._live_twin()
+        self._check_open()
         try:
             return self._doc.get_update(state_vector)
         except ValueError:
@@ -283,7 +286,7 @@ class AnnotationDocument:
 
     def snapshot(self) -> bytes:
         """The whole document as one encoded update; cached until the next change."""
-        self._live_twin()
+        self._check_open()
         if self._snapshot is None:
             self._snapshot = self._doc.get_update()
         return self._snapshot
@@ -296,50 +299,75 @@ class AnnotationDocument:
 
     def annotations(self) -> dict[str, dict[str, Any]]:
         """All annotations as plain JSON (O(document): not for the per-update path)."""
-        self._live_twin()
+        self._check_open()
         return cast(dict[str, dict[str, Any]], self._map.to_py() or {})
 
     def close(self) -> None:
         """Release both documents; later calls raise ``DocumentClosed``. Idempotent."""
-        if self._twin is not None:
-            self._twin.close()
-            self._twin = None
+        if not self._closed:
+            self._closed = True
+            self._drop_subscriptions()
             self._snapshot = self._compressed = None
+            self._restore_state = b""
+            self._since_restore = []
 
 
-def _state_clocks(state_vector: bytes) -> dict[int, int]:
-    """Decode a state vector: var-uint count, then (client, clock) var-uint pairs."""
-    count, pos = read_var_uint(state_vector, 0)
-    clocks: dict[int, int] = {}
-    for _ in range(count):
-        client, pos = read_var_uint(state_vector, pos)
-        clocks[client], pos = read_var_uint(state_vector, pos)
-    return clocks
+def _client_clock(state_vector: bytes, client: int) -> int:
+    """``client``'s clock in an encoded state vector (var-uint count, then (client, clock)
+    var-uint pairs, from yrs: well-formed). One pass over the bytes, no call per number."""
+    values: list[int] = []
+    value = shift = 0
+    for byte in state_vector:
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            values.append(value)
+            value = shift = 0
+        else:
+            shift += 7
+    for i in range(1, len(values) - 1, 2):
+        if values[i] == client:
+            return values[i + 1]
+    return 0
 
 
-def _check_no_gap(update: bytes, state_vector: bytes) -> None:
+def _check_no_gap(update: bytes, state_vector: bytes) -> tuple[int, int] | None:
     """Refuse an update that carries more than one client's structs, or structs that do not
-    follow on from what the document has.
+    follow on from what the document has; return ``(first clock, the document's clock)``
+    for that client, or None for an update of deletions only.
 
     yrs holds back structs whose predecessors it lacks and integrates them silently when a
     later update fills the gap, so their changes would be checked against the wrong sender.
     An update encoded from one Y.Doc's own changes (Yjs update v1: var-uint client count,
     then per client: struct count, client id, first clock) names one client, and its first
-    clock must not be past what the document already has from that client.
+    clock must not be past what the document already has from that client. (Structs whose
+    origin is another client's item the server lacks are held back too: ``apply`` refuses
+    an update that brought new structs but changed nothing.)
     """
     try:
         n_clients, pos = read_var_uint(update, 0)
         if n_clients == 0:
-            return  # deletions only
+            return None  # deletions only
         if n_clients > 1:
+            _check_decodes(update)
             raise AnnotationRejected("update", "carries more than one client's changes; resync")
         _, pos = read_var_uint(update, pos)  # struct count
         client, pos = read_var_uint(update, pos)
         first_clock, _ = read_var_uint(update, pos)
     except SyncError:
         raise AnnotationRejected("update", "not a Yjs update") from None
-    if first_clock > _state_clocks(state_vector).get(client, 0):
+    clock = _client_clock(state_vector, client)
+    if first_clock > clock:
+        _check_decodes(update)
         raise AnnotationRejected("update", "depends on changes the server lacks; resync")
+    return first_clock, clock
+
+
+def _check_decodes(update: bytes) -> None:
+    """Refuse bytes that are not a Yjs update at all (error paths only: a full decode)."""
+    try:
+        merge_updates(update, update)
+    except ValueError:
+        raise AnnotationRejected("update", "not a Yjs update") from None
 
 
 def _check_roots(doc: Doc[Any]) -> None:

@@ -285,3 +285,19 @@ def test_an_update_ahead_of_its_dependencies_is_refused_not_misattributed() -> N
     assert server.apply(first, author="alice", is_host=False).added == ("a1",)
     assert server.apply(second, author="alice", is_host=False).updated == ("a1",)
     assert server.annotations()["a1"]["geometry"] == note("a1", "alice", t=2, x=2.0)["geometry"]
+
+
+def test_structs_waiting_on_items_the_server_lacks_are_refused_not_held() -> None:
+    """Alice overwrites bob's annotation from a state the server never had: yrs would hold
+    her structs back and integrate them with bob's next update, checked against bob."""
+    server = AnnotationDocument()
+    bob, alice = Client("bob"), Client("alice")
+    unseen = bob.edit(b1=note("b1", "bob"))  # never sent to the server
+    alice.doc.apply_update(unseen)
+    before = fingerprint(server)
+    with pytest.raises(AnnotationRejected, match="lacks"):
+        server.apply(alice.edit(b1=note("b1", "bob", t=5)), author="bob", is_host=True)
+    assert fingerprint(server) == before
+    # Bob's own update then goes through, checked against bob alone.
+    assert server.apply(unseen, author="bob", is_host=False).added == ("b1",)
+    assert server.annotations()["b1"] == note("b1", "bob")
