@@ -17,6 +17,8 @@ One call parses exactly one message; trailing bytes, unknown types and truncated
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -24,12 +26,17 @@ from typing import Final
 from pycrdt import YMessageType, YSyncMessageType, write_var_uint
 
 __all__ = [
+    "MAX_AWARENESS_STATE_BYTES",
     "MAX_VAR_UINT_BYTES",
+    "AwarenessEntry",
     "MessageKind",
     "SyncError",
     "SyncMessage",
     "awareness_message",
+    "awareness_update",
+    "parse_awareness",
     "parse_message",
+    "read_var_uint",
     "sync_step1",
     "sync_step2",
     "update_message",
@@ -37,6 +44,8 @@ __all__ = [
 
 #: Longest ``varUint`` accepted: 8 bytes carry 56 bits, more than lib0's 53-bit integers.
 MAX_VAR_UINT_BYTES: Final = 8
+#: Largest awareness state (a pointer, a name, the image being looked at) accepted.
+MAX_AWARENESS_STATE_BYTES: Final = 4096
 
 
 class SyncError(ValueError):
@@ -150,3 +159,55 @@ def awareness_message(awareness_update: bytes) -> bytes:
             awareness_update,
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    """One client's state in an awareness update: ``state`` is its JSON text as UTF-8
+    (``b"null"``: the client is gone)."""
+
+    client: int
+    clock: int
+    state: bytes
+
+    @property
+    def removed(self) -> bool:
+        return self.state == b"null"
+
+
+def parse_awareness(update: bytes, *, max_entries: int = 16) -> list[AwarenessEntry]:
+    """Decode an awareness update (y-protocols ``awareness.js``: ``varUint`` count, then per
+    client ``varUint`` clientID, ``varUint`` clock, ``varString`` JSON state). Raises
+    ``SyncError`` for malformed bytes, more than ``max_entries`` entries, or a state that
+    is not a JSON object or ``null`` of at most ``MAX_AWARENESS_STATE_BYTES`` (other peers
+    ``JSON.parse`` it)."""
+    count, pos = read_var_uint(update, 0)
+    if count > max_entries:
+        raise SyncError("too many awareness entries")
+    entries: list[AwarenessEntry] = []
+    for _ in range(count):
+        client, pos = read_var_uint(update, pos)
+        clock, pos = read_var_uint(update, pos)
+        state, pos = _read_var_uint8_array(update, pos)
+        if len(state) > MAX_AWARENESS_STATE_BYTES:
+            raise SyncError("awareness state larger than " + str(MAX_AWARENESS_STATE_BYTES))
+        if state != b"null":
+            try:
+                value = json.loads(state)
+            except ValueError:
+                raise SyncError("awareness state is not JSON") from None
+            if type(value) is not dict:
+                raise SyncError("awareness state is not a JSON object or null")
+        entries.append(AwarenessEntry(client, clock, state))
+    if pos != len(update):
+        raise SyncError("trailing bytes after the awareness update")
+    return entries
+
+
+def awareness_update(entries: Iterable[AwarenessEntry]) -> bytes:
+    """Encode entries as one awareness update (the inverse of ``parse_awareness``)."""
+    parts: list[bytes] = []
+    for e in entries:
+        parts += (write_var_uint(e.client), write_var_uint(e.clock))
+        parts += (write_var_uint(len(e.state)), e.state)
+    return write_var_uint(len(parts) // 4) + b"".join(parts)

@@ -2,9 +2,22 @@
 
 One ``AnnotationDocument`` (``annotations/document.py``) per image of a room, held by the
 room's ``RoomAnnotations`` component. A ``y`` event carries ``{doc, data}``: ``data`` is
-one y-protocols message, unchanged (sync step 1 or 2, update, awareness). Updates are
-validated (schema, authorship, role), appended to the update log in a group commit, and
-only then sent to the rest of the room; the sender's own update is never echoed.
+one y-protocols message (sync step 1 or 2, update, awareness). Updates are validated
+(schema, authorship, role), appended to the update log in a group commit, and only then
+sent to the rest of the room.
+
+Fan-out (``_Outbox``, one per room): a message goes out at once while the room is quiet;
+past ``IMMEDIATE_PER_TICK`` messages within one ``TICK_S`` the rest wait for the end of
+the tick and go out together: each sender's updates to one image merged into one update
+(``merge_updates``), sent to everyone but that sender; the pointers on one image as one
+awareness update holding each client's newest state, sent to everyone (a client ignores
+its own state). Every member then gets a frame per image and sender per tick, not one
+per message.
+
+Awareness (pointers, the image being looked at): the server keeps each client's newest
+state per image while its participant is connected, sends them to a peer that syncs, and
+tells the room the client is gone when its participant disconnects. A client id belongs to
+the participant that first used it in the room.
 """
 
 from __future__ import annotations
@@ -17,22 +30,27 @@ import sqlalchemy as sa
 from pycrdt import merge_updates
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from annotations.document import AnnotationDocument, AnnotationRejected
+from annotations.document import AnnotationDocument, AnnotationRejected, Applied
 from annotations.sync import (
+    AwarenessEntry,
     MessageKind,
     SyncError,
+    awareness_message,
+    awareness_update,
+    parse_awareness,
     parse_message,
     sync_step1,
     sync_step2,
     update_message,
 )
-from consultd.errors import AnnotationRefused, Unavailable, ValidationFailed
+from consultd.audit.log import AuditEvent
+from consultd.errors import AnnotationRefused, Forbidden, Unavailable, ValidationFailed
 from consultd.ids import now
 from consultd.rooms.notifier import Notifier
 from consultd.rooms.policy import Action, authorize
 from consultd.rooms.room import Participant, Role, Room
 from consultd.store.tables import annotation_updates
-from consultd.store.unit import Store
+from consultd.store.unit import Insert, Store
 
 COMPONENT = "annotations"
 _INSERT = annotation_updates.insert()
@@ -61,8 +79,16 @@ _LOG = (
 EMPTY_STATE_VECTOR = b"\x00"
 
 
+#: Length of a fan-out tick (module docstring).
+TICK_S = 0.016
+#: Messages a room sends at once within one tick before it starts to coalesce.
+IMMEDIATE_PER_TICK = 2
+#: Awareness client ids one participant may use in a room (tabs, images).
+MAX_CLIENTS_PER_PARTICIPANT = 16
+
+
 class _Entry:
-    __slots__ = ("compacted_upto", "doc", "full_state_message", "next_seq")
+    __slots__ = ("awareness", "compacted_upto", "doc", "full_state_message", "next_seq")
 
     def __init__(self, doc: AnnotationDocument, next_seq: int) -> None:
         self.doc = doc
@@ -71,16 +97,123 @@ class _Entry:
         #: sync step 2 for a peer with nothing, kept until the next change: a late joiner
         #: costs one send, not an encode of the whole document.
         self.full_state_message: bytes | None = None
+        #: Each connected client's newest awareness state for this image.
+        self.awareness: dict[int, AwarenessEntry] = {}
+
+
+class _Outbox:
+    """A room's pending fan-out (module docstring)."""
+
+    __slots__ = ("awareness", "notifier", "room_id", "sent", "timer", "updates", "window")
+
+    def __init__(self, notifier: Notifier, room_id: str) -> None:
+        self.notifier = notifier
+        self.room_id = room_id
+        self.window = 0.0
+        self.sent = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.updates: dict[tuple[str, str], list[bytes]] = {}  # (image, sender) -> updates
+        self.awareness: dict[str, dict[int, AwarenessEntry]] = {}
+
+    def _now(self) -> bool:
+        """Whether a message may go out at once; else the caller queues it."""
+        if self.timer is not None:
+            return False
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        if t - self.window >= TICK_S:
+            self.window, self.sent = t, 0
+        if self.sent < IMMEDIATE_PER_TICK:
+            self.sent += 1
+            return True
+        self.timer = loop.call_at(self.window + TICK_S, self.flush)
+        return False
+
+    def update(self, doc_id: str, update: bytes, sender: str) -> None:
+        if self._now():
+            self.notifier.broadcast(
+                self.room_id, "y", {"doc": doc_id, "data": update_message(update)}, exclude=sender
+            )
+        else:
+            self.updates.setdefault((doc_id, sender), []).append(update)
+
+    def awareness_entries(self, doc_id: str, entries: list[AwarenessEntry], sender: str) -> None:
+        if self._now():
+            data = awareness_message(awareness_update(entries))
+            self.notifier.broadcast(
+                self.room_id, "y", {"doc": doc_id, "data": data}, exclude=sender
+            )
+        else:
+            pending = self.awareness.setdefault(doc_id, {})
+            for e in entries:
+                pending[e.client] = e
+
+    def flush(self) -> None:
+        self.timer = None
+        updates, self.updates = self.updates, {}
+        awareness, self.awareness = self.awareness, {}
+        broadcast = self.notifier.broadcast
+        for (doc_id, sender), pending in updates.items():
+            merged = merge_updates(*pending) if len(pending) > 1 else pending[0]
+            data = update_message(merged)
+            broadcast(self.room_id, "y", {"doc": doc_id, "data": data}, exclude=sender)
+        for doc_id, states in awareness.items():
+            data = awareness_message(awareness_update(states.values()))
+            broadcast(self.room_id, "y", {"doc": doc_id, "data": data})
+        # What arrives in the next tick coalesces too; a quiet tick reopens immediate sends.
+        self.window = asyncio.get_running_loop().time()
+        self.sent = IMMEDIATE_PER_TICK
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class RoomAnnotations:
     """A room's annotation documents (a ``RoomComponent``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, notifier: Notifier, room_id: str) -> None:
+        self.room_id = room_id
         self.docs: dict[str, _Entry] = {}
         self.loading: dict[str, asyncio.Lock] = {}
+        self.outbox = _Outbox(notifier, room_id)
+        #: Awareness client id -> the participant using it; and the reverse.
+        self.client_owner: dict[int, str] = {}
+        self.clients_of: dict[str, set[int]] = {}
+
+    def claim(self, participant_id: str, entries: list[AwarenessEntry]) -> None:
+        """Refuse entries for client ids another participant uses; bind new ones."""
+        mine = self.clients_of.get(participant_id)
+        for e in entries:
+            owner = self.client_owner.get(e.client)
+            if owner == participant_id:
+                continue
+            if owner is not None:
+                raise Forbidden("that awareness client belongs to another participant")
+            if mine is None:
+                mine = self.clients_of[participant_id] = set()
+            if len(mine) >= MAX_CLIENTS_PER_PARTICIPANT:
+                raise ValidationFailed("too many awareness clients for one participant")
+            mine.add(e.client)
+            self.client_owner[e.client] = participant_id
+
+    async def participant_disconnected(self, participant_id: str) -> None:
+        """Tell the room that the participant's pointers are gone (y-protocols' removal:
+        the next clock with a ``null`` state)."""
+        clients = self.clients_of.pop(participant_id, set())
+        for client in clients:
+            del self.client_owner[client]
+        for doc_id, entry in self.docs.items():
+            gone = [entry.awareness.pop(c) for c in clients if c in entry.awareness]
+            if gone:
+                removed = [AwarenessEntry(e.client, e.clock + 1, b"null") for e in gone]
+                self.outbox.awareness_entries(doc_id, removed, participant_id)
+
+    participant_left = participant_disconnected
 
     async def close(self) -> None:
+        self.outbox.close()
         docs, self.docs = self.docs, {}
         for entry in docs.values():
             entry.doc.close()
@@ -98,9 +231,22 @@ class AnnotationService:
             msg = parse_message(data)
         except SyncError as exc:
             raise ValidationFailed("not a y-protocols message: " + str(exc)) from None
+        comp = self._component(room)
         if msg.kind is MessageKind.AWARENESS:
             authorize(p, room, Action.VIEW)
-            self.notifier.broadcast(room.id, "y", {"doc": doc_id, "data": data}, exclude=p.id)
+            try:
+                entries = parse_awareness(msg.payload)
+            except SyncError as exc:
+                raise ValidationFailed("not an awareness update: " + str(exc)) from None
+            comp.claim(p.id, entries)
+            entry = await self._entry(room, doc_id)
+            for e in entries:
+                known = entry.awareness.get(e.client)
+                if e.removed:
+                    entry.awareness.pop(e.client, None)
+                elif known is None or e.clock >= known.clock:
+                    entry.awareness[e.client] = e
+            comp.outbox.awareness_entries(doc_id, entries, p.id)
             return
         if msg.kind is MessageKind.SYNC_STEP1:
             authorize(p, room, Action.VIEW)
@@ -114,11 +260,14 @@ class AnnotationService:
                     step2 = sync_step2(entry.doc.diff(msg.payload))
                 except AnnotationRejected as exc:
                     raise ValidationFailed("bad state vector: " + str(exc)) from None
-            # Answer with what the client lacks, then ask for what the server lacks.
-            self.notifier.send(room.id, p.id, "y", {"doc": doc_id, "data": step2})
-            self.notifier.send(
-                room.id, p.id, "y", {"doc": doc_id, "data": sync_step1(entry.doc.state_vector())}
-            )
+            # Answer with what the client lacks, ask for what the server lacks, and show
+            # who else is looking at this image.
+            send = self.notifier.send
+            send(room.id, p.id, "y", {"doc": doc_id, "data": step2})
+            send(room.id, p.id, "y", {"doc": doc_id, "data": sync_step1(entry.doc.state_vector())})
+            if entry.awareness:
+                data = awareness_message(awareness_update(entry.awareness.values()))
+                send(room.id, p.id, "y", {"doc": doc_id, "data": data})
             return
         # SyncStep2 and Update both carry a Yjs update.
         authorize(p, room, Action.DRAW)
@@ -132,8 +281,18 @@ class AnnotationService:
         entry.full_state_message = None
         seq = entry.next_seq
         entry.next_seq += 1
+        row = {
+            "room_id": room.id,
+            "doc_id": doc_id,
+            "seq": seq,
+            "author_id": p.id,
+            "data": msg.payload,
+            "at": now(),
+        }
         try:
-            await self.store.later(self._append_job(room, doc_id, seq, p, msg.payload, applied))
+            await self.store.later(
+                Insert(annotation_updates, row), *self._audit(room, doc_id, p, applied)
+            )
         except Exception:
             # The document holds an update the log does not: reload it from the log.
             self._forget(room, doc_id)
@@ -143,42 +302,19 @@ class AnnotationService:
             # their own rows repeat (applying a Yjs update twice changes nothing).
             entry.compacted_upto = seq
             self.store.later(self._compact_job(room, doc_id, seq, entry.doc.snapshot()))
-        # Relay as an update message, whatever step the sender used.
-        self.notifier.broadcast(
-            room.id, "y", {"doc": doc_id, "data": update_message(msg.payload)}, exclude=p.id
-        )
+        comp.outbox.update(doc_id, msg.payload, p.id)
 
-    def _append_job(
-        self, room: Room, doc_id: str, seq: int, p: Participant, update: bytes, applied: Any
-    ) -> Callable[[AsyncConnection], Awaitable[None]]:
-        async def job(conn: AsyncConnection) -> None:
-            await conn.execute(
-                _INSERT,
-                {
-                    "room_id": room.id,
-                    "doc_id": doc_id,
-                    "seq": seq,
-                    "author_id": p.id,
-                    "data": update,
-                    "at": now(),
-                },
-            )
-            # Which annotations changed, by whom: ids only, never their content.
-            await self.store.audit.record(
-                conn,
-                scope=room.id,
-                actor=p.id,
-                action="annotations.changed",
-                target=doc_id,
-                room_id=room.id,
-                detail={
-                    "added": list(applied.added),
-                    "updated": list(applied.updated),
-                    "deleted": list(applied.deleted),
-                },
-            )
-
-        return job
+    @staticmethod
+    def _audit(room: Room, doc_id: str, p: Participant, applied: Applied) -> tuple[AuditEvent, ...]:
+        """Which annotations an update changed, by whom: ids only, never their content."""
+        if not applied:
+            return ()
+        detail = {
+            "added": list(applied.added),
+            "updated": list(applied.updated),
+            "deleted": list(applied.deleted),
+        }
+        return (AuditEvent(room.id, p.id, "annotations.changed", doc_id, room.id, detail),)
 
     def _compact_job(
         self, room: Room, doc_id: str, upto: int, snapshot: bytes
@@ -210,7 +346,7 @@ class AnnotationService:
     def _component(self, room: Room) -> RoomAnnotations:
         comp = room.components.get(COMPONENT)
         if comp is None:
-            comp = room.components[COMPONENT] = RoomAnnotations()
+            comp = room.components[COMPONENT] = RoomAnnotations(self.notifier, room.id)
         assert isinstance(comp, RoomAnnotations)
         return comp
 

@@ -43,7 +43,12 @@ class RoomStatus(StrEnum):
 
 
 class RoomComponent(Protocol):
-    """Something a room owns (a media router, an annotation document): closed with it."""
+    """Something a room owns (a media router, an annotation document): closed with it.
+
+    It may also define ``async participant_disconnected(participant_id)`` (the
+    participant's socket went away; they may come back within the grace period) and
+    ``async participant_left(participant_id)`` (removed: release what they held).
+    """
 
     async def close(self) -> None: ...
 

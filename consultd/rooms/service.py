@@ -497,6 +497,10 @@ class RoomService:
     async def disconnected(self, room: Room, p: Participant) -> None:
         """The participant's (current) socket went away without ``leave``."""
         room.connected.discard(p.id)
+        for component in list(room.components.values()):
+            on_disconnect = getattr(component, "participant_disconnected", None)
+            if on_disconnect is not None:
+                await on_disconnect(p.id)
         if p.state is State.JOINED and room.is_open:
             p.state = State.RECONNECTING
             self.notifier.broadcast(room.id, "presence", p.to_wire(), exclude=p.id)

@@ -9,7 +9,17 @@ from typing import Any
 
 from pycrdt import Doc, Map
 
-from annotations.sync import MessageKind, parse_message, sync_step1, sync_step2, update_message
+from annotations.sync import (
+    AwarenessEntry,
+    MessageKind,
+    awareness_message,
+    awareness_update,
+    parse_awareness,
+    parse_message,
+    sync_step1,
+    sync_step2,
+    update_message,
+)
 from tests.utils import Peer, ServerProcess, closing, connect, http, redeem, register
 
 DOC = "1.2.840.99.1:1"
@@ -178,3 +188,69 @@ async def test_annotations_survive_a_restart_and_are_audited(tmp_path: Path) -> 
     ]
     assert '"added": ["h1"]' in details[0] and '"deleted": ["h2"]' in details[-1]
     assert all("geometry" not in d for d in details), "ids only, never content"
+
+
+def _pointer(client: int, clock: int, state: bytes) -> bytes:
+    return awareness_message(awareness_update([AwarenessEntry(client, clock, state)]))
+
+
+def _awareness_of(messages: list[bytes]) -> list[AwarenessEntry]:
+    return [
+        e
+        for m in messages
+        if (msg := parse_message(m)).kind is MessageKind.AWARENESS
+        for e in parse_awareness(msg.payload)
+    ]
+
+
+async def test_pointers_are_relayed_kept_for_late_peers_and_cleared_on_leave(
+    server: ServerProcess,
+) -> None:
+    _, _, host, guest, obs = await _room(server)
+    got: dict[str, list[bytes]] = {"host": [], "obs": []}
+    host.peer.sio.on("y", lambda p: got["host"].append(p["data"]))
+    async with closing(host.peer, obs.peer):
+        async with closing(guest.peer):
+            state = b'{"pointer":{"x":10,"y":20},"user":{"name":"Guest"}}'
+            ack = await guest.send(_pointer(4242, 1, state))
+            assert ack["ok"], ack
+            deadline = asyncio.get_running_loop().time() + 5
+            while AwarenessEntry(4242, 1, state) not in _awareness_of(got["host"]):
+                assert asyncio.get_running_loop().time() < deadline, got["host"]
+                await asyncio.sleep(0.02)
+            # Someone else's client id, and states other peers could not JSON.parse: refused.
+            ack = await obs.send(_pointer(4242, 2, b"null"))
+            assert ack["error"]["code"] == "forbidden", ack
+            ack = await guest.send(_pointer(4242, 2, b"{not json"))
+            assert ack["error"]["code"] == "validation_error", ack
+            # A peer that syncs now is shown the pointer at once.
+            obs.peer.sio.on("y", lambda p: got["obs"].append(p["data"]))
+            assert (await obs.send(sync_step1(obs.doc.get_state())))["ok"]
+            deadline = asyncio.get_running_loop().time() + 5
+            while AwarenessEntry(4242, 1, state) not in _awareness_of(got["obs"]):
+                assert asyncio.get_running_loop().time() < deadline, got["obs"]
+                await asyncio.sleep(0.02)
+        # The guest's socket closed: everyone is told its pointer is gone (next clock, null).
+        deadline = asyncio.get_running_loop().time() + 5
+        while AwarenessEntry(4242, 2, b"null") not in _awareness_of(got["host"]):
+            assert asyncio.get_running_loop().time() < deadline, _awareness_of(got["host"])
+            await asyncio.sleep(0.02)
+
+
+async def test_a_burst_of_updates_converges_through_coalesced_fan_out(
+    server: ServerProcess,
+) -> None:
+    _, _, host, guest, obs = await _room(server)
+    async with closing(host.peer, guest.peer, obs.peer):
+        for p in (host, guest, obs):
+            await p.sync()
+        # Two drawers at once, strokes as streams of small updates, acks not awaited in turn.
+        sends = []
+        for i in range(25):
+            sends.append(host.draw(h1=note("h1", host.pid, x=float(i))))
+            sends.append(guest.draw(g1=note("g1", guest.pid, x=float(100 + i))))
+        acks = await asyncio.gather(*sends)
+        assert all(a["ok"] for a in acks), acks
+        final = {"h1": note("h1", host.pid, x=24.0), "g1": note("g1", guest.pid, x=124.0)}
+        for p in (host, guest, obs):
+            await p.settle(final)

@@ -1,0 +1,84 @@
+"""The room's fan-out: at once while quiet, coalesced per tick under load."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pycrdt import Doc, Map
+
+from annotations.sync import (
+    AwarenessEntry,
+    MessageKind,
+    parse_awareness,
+    parse_message,
+)
+from consultd.annotate.service import IMMEDIATE_PER_TICK, TICK_S, _Outbox
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, str | None]] = []
+
+    def broadcast(self, room_id: str, event: str, data: Any, *, exclude: str | None = None) -> None:
+        self.sent.append((data["doc"], data["data"], exclude))
+
+    def send(self, room_id: str, participant_id: str, event: str, data: Any) -> None:
+        raise AssertionError("the outbox only broadcasts")
+
+
+def _stroke_updates(n: int, key: str = "s1") -> tuple[Doc[Any], list[bytes]]:
+    doc: Doc[Any] = Doc()
+    amap: Map[Any] = doc.get("annotations", type=Map)
+    updates = []
+    for i in range(n):
+        sv = doc.get_state()
+        amap[key] = {"i": float(i)}
+        updates.append(doc.get_update(sv))
+    return doc, updates
+
+
+async def test_quiet_rooms_send_at_once_busy_ones_merge_per_sender_and_tick() -> None:
+    rec = Recorder()
+    box = _Outbox(rec, "r1")  # type: ignore[arg-type]
+    _, alice = _stroke_updates(6)
+    _, bob = _stroke_updates(3, "s2")
+    for u in alice:
+        box.update("img", u, "alice")
+    for u in bob:
+        box.update("img", u, "bob")
+    assert len(rec.sent) == IMMEDIATE_PER_TICK, "the first messages of a tick go at once"
+    await asyncio.sleep(TICK_S * 3)
+    merged = rec.sent[IMMEDIATE_PER_TICK:]
+    assert [x for _, _, x in merged] == ["alice", "bob"], "one merged update per sender"
+    # What each receiver gets adds up to every update.
+    receiver: Doc[Any] = Doc()
+    rmap: Map[Any] = receiver.get("annotations", type=Map)
+    for _, data, _ in rec.sent:
+        receiver.apply_update(parse_message(data).payload)
+    assert rmap.to_py() == {"s1": {"i": 5.0}, "s2": {"i": 2.0}}
+    # A quiet tick later, the room sends at once again.
+    await asyncio.sleep(TICK_S * 2)
+    before = len(rec.sent)
+    box.update("img", _stroke_updates(1, "s3")[1][0], "carol")
+    assert len(rec.sent) == before + 1
+    box.close()
+
+
+async def test_pointers_coalesce_to_each_clients_newest_state() -> None:
+    rec = Recorder()
+    box = _Outbox(rec, "r1")  # type: ignore[arg-type]
+    for clock in range(1, 11):
+        for client in (1, 2, 3):
+            state = b'{"x":' + str(clock).encode() + b"}"
+            box.awareness_entries("img", [AwarenessEntry(client, clock, state)], f"p{client}")
+    await asyncio.sleep(TICK_S * 3)
+    assert len(rec.sent) == IMMEDIATE_PER_TICK + 1
+    doc_id, data, exclude = rec.sent[-1]
+    msg = parse_message(data)
+    assert doc_id == "img" and exclude is None and msg.kind is MessageKind.AWARENESS
+    newest = parse_awareness(msg.payload)
+    assert sorted(newest, key=lambda e: e.client) == [
+        AwarenessEntry(c, 10, b'{"x":10}') for c in (1, 2, 3)
+    ]
+    box.close()
