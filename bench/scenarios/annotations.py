@@ -9,11 +9,19 @@ a stroke adds a ``freehand`` annotation, then ``STROKE_UPDATES - 1`` more update
 points to it (the whole value is replaced: annotations/SCHEMA.md). Each update is
 ``doc.get_update(state_before)`` framed by ``annotations.sync.update_message``; the server
 relays the very same bytes, so a receiver finds the send time of what it got in a table
-keyed by those bytes (rooms are dealt whole to workers: sender and receivers share it).
-Every other member's receipt is one end-to-end latency sample (the headline); an update
-counts as an error when its ack failed or some member had not received it after the drain.
+keyed by those bytes.
+Under load the server merges a tick's updates per sender (docs/architecture.md). Each
+update of the bench adds exactly one item (one struct, one clock) and yrs does not squash
+them when merging, so the header of a relayed update (Yjs update v1: one client, struct
+count, client id, first clock) names the updates it carries by (client id, clock); the
+sender's table is in the same process (rooms are dealt whole to workers). Every other
+member's receipt is one end-to-end latency sample (the headline); an update counts as an
+error when its ack failed or some member had not received it after the drain.
 Every participant also moves its pointer: a y-protocols awareness message at
-``--awareness-hz`` (counted, not timed; lost ones count as errors).
+``--awareness-hz``, its state stamped with the send time. The server keeps only each
+client's newest state per tick, so pointers are timed (``awareness_ms``: send to receipt
+of each state that arrives), and superseded ones are counted (``awareness_superseded``),
+not errors; a participant whose last pointer never reaches someone is an error.
 
 Late join (parent, after the load): one more room; a participant fills its document with
 ``--late-join-annotations`` annotations in updates of at most ``FILL_UPDATE_BYTES`` (the
@@ -46,7 +54,15 @@ import aiohttp
 import numpy as np
 from pycrdt import Doc, Map, write_var_uint
 
-from annotations.sync import awareness_message, parse_message, sync_step1, update_message
+from annotations.sync import (
+    SyncError,
+    awareness_message,
+    parse_awareness,
+    parse_message,
+    read_var_uint,
+    sync_step1,
+    update_message,
+)
 from bench import stats
 from bench.client import MAX_FRAME, SioClient, loopback_address, new_session, redeem
 from bench.pool import WorkerLink, WorkerPool
@@ -147,6 +163,7 @@ class Drawer:
         self.x = rng.uniform(0, 512)
         self.y = rng.uniform(0, 512)
         self.clock = 0
+        self.last_t = 0
 
     def _step(self) -> list[float]:
         self.x = min(max(self.x + self.rng.uniform(-6, 6), 0.0), 512.0)
@@ -170,11 +187,27 @@ class Drawer:
         )
         return self.doc.get_update(state)
 
+    def doc_clock(self) -> int:
+        """This drawer's own clock in its document (its updates are all it holds)."""
+        state = self.doc.get_state()
+        n, pos = read_var_uint(state, 0)
+        for _ in range(n):
+            client, pos = read_var_uint(state, pos)
+            clock, pos = read_var_uint(state, pos)
+            if client == self.doc.client_id:
+                return clock
+        return 0
+
     def pointer(self) -> bytes:
-        """An awareness message: this participant's pointer moved."""
+        """An awareness message: this participant's pointer moved (``t``: send time, ns)."""
         self.clock += 1
         x, y = self._step()
-        state = {"user": {"name": self.tag, "color": self.color}, "pointer": {"x": x, "y": y}}
+        self.last_t = time.time_ns()
+        state = {
+            "user": {"name": self.tag, "color": self.color},
+            "pointer": {"x": x, "y": y},
+            "t": self.last_t,
+        }
         return awareness_message(awareness_update(self.doc.client_id, self.clock, state))
 
 
@@ -252,7 +285,8 @@ def _combine(
         total_of("awareness_sent"), total_of("awareness_received"),
         total_of("awareness_expected"),
     )  # fmt: skip
-    aw_lost = max(0, aw_expected - aw_got)
+    aw_superseded = max(0, aw_expected - aw_got)
+    aw_lost = total_of("awareness_last_missing")
     failed_updates = total_of("failed_messages")
     draw_rooms = _stored_bytes(ctx, [room for room, _ in plan])
     extra: dict[str, Any] = {
@@ -285,7 +319,9 @@ def _combine(
         "ack_ms": stats.percentiles(cat("ack_ns", 1e6)),
         "awareness_sent_per_s": round(aw_sent / duration, 1),
         "awareness_delivered_per_s": round(aw_got / duration, 1),
-        "awareness_lost": aw_lost,
+        "awareness_ms": stats.percentiles(cat("aw_ns", 1e6)),
+        "awareness_superseded": aw_superseded,
+        "awareness_last_missing": aw_lost,
         "server_cpu_s_drawing": round(cpu_draw, 3) if cpu_draw is not None else None,
         "drawing_wall_s": round(ctx.args.draw_wall_s, 2),
         "server_cpu_us_per_delivery": (
@@ -513,7 +549,14 @@ class Worker(join_chat.Worker):
         self.drawers = {
             (m.room, m.slot): Drawer(f"w{link.index}r{m.room}p{m.slot}", rng) for m in self.members
         }
-        self.by_bytes: dict[bytes, list[int]] = {}
+        #: (sender's client id, its clock after the update) -> the update's record
+        self.by_clock: dict[tuple[int, int], list[int]] = {}
+        #: awareness message -> [(client id, send time ns)], parsed once per room
+        self.pointers: dict[bytes, list[tuple[int, int]]] = {}
+        #: client id -> send time of its newest pointer (the last one must arrive)
+        self.last_pointer: dict[int, int] = {}
+        self.aw_last_seen: Counter[int] = Counter()
+        self.aw_ns = array("q")
         self.sizes = array("q")
         self.sync_ns = array("q")
         self.aw_sent = 0
@@ -521,9 +564,15 @@ class Worker(join_chat.Worker):
         self.aw_expected = 0
         self.aw_all_sent = False
         self.aw_drained = asyncio.Event()
+        #: client id -> receivers of its last pointer
+        self.aw_last_expected: dict[int, int] = {}
+
+    def _aw_missing(self) -> int:
+        """Receivers that have not seen some participant's last pointer."""
+        return sum(max(0, n - self.aw_last_seen[c]) for c, n in self.aw_last_expected.items())
 
     def _check_aw_drained(self) -> None:
-        if self.aw_all_sent and self.aw_received >= self.aw_expected:
+        if self.aw_all_sent and self._aw_missing() == 0:
             self.aw_drained.set()
 
     def _on_joined(self, member: Member, payload: Any) -> None:
@@ -543,23 +592,56 @@ class Worker(join_chat.Worker):
         if not isinstance(data, bytes) or not data:
             self.chat_errors["malformed_y"] += 1
             return
-        if data[0] == 1:  # awareness: counted, not timed
-            self.aw_received += 1
-            if self.aw_all_sent:
-                self._check_aw_drained()
+        own = self.drawers[member.room, member.slot].doc.client_id
+        if data[0] == 1:
+            self._on_pointers(data, own, now)
             return
         if data[:2] != b"\x00\x02":
             return  # sync step 1 / step 2 of the handshake
-        rec = self.by_bytes.get(data)
-        if rec is None:
+        try:
+            msg = parse_message(data).payload
+            n_clients, pos = read_var_uint(msg, 0)
+            n_structs, pos = read_var_uint(msg, pos)
+            client, pos = read_var_uint(msg, pos)
+            first, _ = read_var_uint(msg, pos)
+        except SyncError:
+            n_clients = 0
+        if n_clients != 1 or client == own:
             self.chat_errors["unexpected_update"] += 1
             return
-        rec[RECEIVED] += 1
-        self.received += 1
-        self.lat_ns.append(now - rec[0])
-        self.lat_at_ns.append(rec[0] - self.chat_start_ns)
+        for clock in range(first + 1, first + n_structs + 1):
+            rec = self.by_clock.get((client, clock))
+            if rec is None:
+                self.chat_errors["unexpected_update"] += 1
+                continue
+            rec[RECEIVED] += 1
+            self.received += 1
+            self.lat_ns.append(now - rec[0])
+            self.lat_at_ns.append(rec[0] - self.chat_start_ns)
         if self.all_sent:
             self._check_drained()
+
+    def _on_pointers(self, data: bytes, own: int, now: int) -> None:
+        """Awareness: every state but one's own is timed from its ``t`` stamp."""
+        states = self.pointers.get(data)
+        if states is None:
+            states = []
+            for e in parse_awareness(parse_message(data).payload, max_entries=1 << 16):
+                t = json.loads(e.state).get("t") if not e.removed else None
+                if isinstance(t, int):
+                    states.append((e.client, t))
+            self.pointers[data] = states
+            if len(self.pointers) > 4096:  # every member of the room has had it by now
+                del self.pointers[next(iter(self.pointers))]
+        for client, t in states:
+            if client == own:
+                continue
+            self.aw_received += 1
+            self.aw_ns.append(now - t)
+            if t == self.last_pointer.get(client):
+                self.aw_last_seen[client] += 1
+        if self.aw_all_sent:
+            self._check_aw_drained()
 
     async def run(self) -> None:
         await self._storm()
@@ -602,6 +684,8 @@ class Worker(join_chat.Worker):
             "awareness_sent": self.aw_sent,
             "awareness_received": self.aw_received,
             "awareness_expected": self.aw_expected,
+            "awareness_last_missing": self._aw_missing(),
+            "aw_ns": self.aw_ns.tobytes(),
             "errors": dict(self.chat_errors),
             "disconnects": self.disconnects,
             "lat_ns": self.lat_ns.tobytes(),
@@ -654,12 +738,16 @@ class Worker(join_chat.Worker):
                 client = member.client
                 if client is None or client.closed:
                     continue
-                data = self.drawers[member.room, member.slot].pointer()
+                drawer = self.drawers[member.room, member.slot]
+                data = drawer.pointer()
                 try:
                     await client.emit("y", {"doc": DOC_ID, "data": data})
                 except ConnectionError:
                     self.chat_errors["awareness_send_disconnected"] += 1
                     continue
+                self.last_pointer[drawer.doc.client_id] = drawer.last_t
+                self.aw_last_seen[drawer.doc.client_id] = 0
+                self.aw_last_expected[drawer.doc.client_id] = in_room[member.room] - 1
                 self.aw_sent += 1
                 self.aw_expected += in_room[member.room] - 1
             await asyncio.sleep(AWARENESS_TICK_S)
@@ -672,13 +760,14 @@ class Worker(join_chat.Worker):
             delay = (start_ns + k * interval_ns - time.time_ns()) / NS
             if delay > 0:
                 await asyncio.sleep(delay)
-            data = update_message(self.drawers[member.room, member.slot].next_update())
+            drawer = self.drawers[member.room, member.slot]
+            data = update_message(drawer.next_update())
             send_ns = time.time_ns()
             self.late_ns.append(send_ns - start_ns - int(k * interval_ns))
             self.sizes.append(len(data))
             rec = [send_ns, in_room[member.room] - 1, 0, 0]
             self.sent[f"u{k}"] = rec
-            self.by_bytes[data] = rec
+            self.by_clock[drawer.doc.client_id, drawer.doc_clock()] = rec
             self.expected += rec[EXPECTED]
             client = member.client
             assert client is not None
