@@ -70,15 +70,19 @@ class AuditLog:
     async def record_many(self, conn: AsyncConnection, events: list[AuditEvent]) -> None:
         """Append ``events`` in order, each chained to the one before in its scope, in one
         ``executemany``."""
-        await self.load_heads(conn, {e.scope for e in events})
+        await self.load_heads(conn, self.missing_heads({e.scope for e in events}))
         rows = self.chain(events)
         if rows:
             await conn.execute(_INSERT, rows)
 
+    def missing_heads(self, scopes: set[str]) -> set[str]:
+        """The scopes whose newest event is not cached (``load_heads`` reads them)."""
+        return scopes - self._heads.keys()
+
     async def load_heads(self, conn: AsyncConnection, scopes: set[str]) -> None:
-        """Read the newest event of each scope not cached yet (once per scope and process:
-        a room's scope is written only by the process that owns the room)."""
-        for scope in scopes - self._heads.keys():
+        """Read the newest event of each scope (once per scope and process: a room's scope
+        is written only by the process that owns the room)."""
+        for scope in scopes:
             row = (await conn.execute(_HEAD, {"scope": scope})).first()
             self._heads[scope] = (row.seq, row.hash) if row else (0, GENESIS)
 

@@ -108,8 +108,10 @@ class Store:
             else:
                 jobs.append(w)
         if events:
-            async with self.db.read() as conn:
-                await self.audit.load_heads(conn, {e.scope for e in events})
+            missing = self.audit.missing_heads({e.scope for e in events})
+            if missing:
+                async with self.db.read() as conn:
+                    await self.audit.load_heads(conn, missing)
             rows[audit_events] = self.audit.chain(events)
         if rows:
             try:
