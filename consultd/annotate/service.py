@@ -65,6 +65,14 @@ _DOC_IDS = (
     .distinct()
     .order_by(annotation_updates.c.doc_id)
 )
+_HAS_LOG = (
+    sa.select(annotation_updates.c.seq)
+    .where(
+        annotation_updates.c.room_id == sa.bindparam("room_id"),
+        annotation_updates.c.doc_id == sa.bindparam("doc_id"),
+    )
+    .limit(1)
+)
 _LOG = (
     sa.select(annotation_updates.c.seq, annotation_updates.c.data)
     .where(
@@ -342,6 +350,20 @@ class AnnotationService:
         async with self.store.db.read() as conn:
             doc_ids = (await conn.execute(_DOC_IDS, {"room_id": room.id})).scalars().all()
         return {doc_id: (await self._entry(room, doc_id)).doc.annotations() for doc_id in doc_ids}
+
+    async def image(self, room: Room, doc_id: str) -> dict[str, dict[str, Any]]:
+        """One image's annotations as plain JSON; empty for an image nobody annotated (which
+        is not loaded: a request naming any image key must not grow the room)."""
+        entry = self._component(room).docs.get(doc_id)
+        if entry is None:
+            async with self.store.db.read() as conn:
+                found = (
+                    await conn.execute(_HAS_LOG, {"room_id": room.id, "doc_id": doc_id})
+                ).first()
+            if found is None:
+                return {}
+            entry = await self._entry(room, doc_id)
+        return entry.doc.annotations()
 
     def _component(self, room: Room) -> RoomAnnotations:
         comp = room.components.get(COMPONENT)

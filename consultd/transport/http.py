@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -11,10 +12,19 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from annotations.render import MAX_SIDE, OverlayTooComplex, render_png
 from consultd.auth.accounts import User
-from consultd.errors import ConsultdError, Forbidden, RateLimited, Unauthorized
+from consultd.errors import (
+    BadRequest,
+    ConsultdError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
 from consultd.rooms.room import Role, Room
 from consultd.services import SERVICES, Services
 from consultd.transport import schemas as s
@@ -286,6 +296,50 @@ def build_api(max_body_bytes: int) -> Api:
     async def export_annotations(request: web.Request) -> Any:
         room = await room_of_member(request)
         return {"room_id": room.id, "docs": await _svc(request).annotations.export(room)}
+
+    #: Renders at once: each holds up to ~0.5 GB at 8192 x 8192 and a few seconds of CPU.
+    overlay_slots = asyncio.Semaphore(2)
+
+    @api.route(
+        "GET",
+        R + "/annotations/{doc_id}/overlay.png",
+        summary="One image's annotations drawn as a PNG overlay, "
+        "?width=&height= in image pixels (annotations/render.py)",
+        security=("session", "participant"),
+        tag="annotations",
+    )
+    async def annotation_overlay(request: web.Request) -> web.StreamResponse:
+        room = await room_of_member(request)
+        doc_id = request.match_info["doc_id"]
+        try:
+            query = s.OverlayQuery.model_validate({**request.query, "doc_id": doc_id})
+            invalid = None
+        except ValidationError as exc:
+            invalid = BadRequest(
+                f"width and height must be integers 1..{MAX_SIDE}, and the doc id an image key",
+                details=[
+                    {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+                    for e in exc.errors(include_url=False, include_input=False)
+                ],
+            )
+            if any(e["loc"][:1] == ("doc_id",) for e in exc.errors()):
+                raise invalid from None
+        # An image without annotations is a 404, whatever size is asked for.
+        notes = await _svc(request).annotations.image(room, doc_id)
+        if not notes:
+            raise NotFound("no annotations on this image")
+        if invalid is not None:
+            raise invalid
+        async with overlay_slots:
+            try:
+                png = await asyncio.to_thread(
+                    render_png, list(notes.values()), query.width, query.height
+                )
+            except OverlayTooComplex as exc:
+                raise ValidationFailed(str(exc)) from None
+        return web.Response(
+            body=png, content_type="image/png", headers={"Cache-Control": "private, no-store"}
+        )
 
     @api.route(
         "PATCH",

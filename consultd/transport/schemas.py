@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
+from annotations.render import MAX_SIDE
+
 # Patterns use explicit ranges, not \s or \S: Python's and JavaScript's (JSON Schema's)
 # ideas of whitespace differ, and the OpenAPI document must mean what the server checks.
 Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
@@ -221,3 +223,27 @@ class YIn(Strict):
 
     doc: DocId
     data: Annotated[bytes, Field(min_length=1, max_length=1024 * 1024)]
+
+
+# -- query strings --------------------------------------------------------------------------
+
+
+def _decimal(v: object) -> object:
+    """A query-string integer: 1 to 5 decimal digits, nothing else (no sign, space,
+    exponent or underscore)."""
+    if not (isinstance(v, str) and 1 <= len(v) <= 5 and v.isascii() and v.isdigit()):
+        raise ValueError("must be a decimal integer")
+    return int(v)
+
+
+OverlaySide = Annotated[int, Field(ge=1, le=MAX_SIDE), BeforeValidator(_decimal)]
+
+
+class OverlayQuery(BaseModel):
+    """``GET /api/rooms/{room_id}/annotations/{doc_id}/overlay.png``: the image key (from
+    the path) and the image's size in pixels. Other query parameters are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    doc_id: DocId
+    width: OverlaySide
+    height: OverlaySide
