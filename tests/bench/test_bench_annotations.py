@@ -64,4 +64,5 @@ def test_annotations_spawn_end_to_end(tmp_path: Path) -> None:
     assert extra["late_join"]["annotations"] == 300
     assert extra["doc_bytes"] > 0 and extra["doc_bytes_source"].startswith("sqlite")
     assert extra["cpu_us_per_update"] > 0
-    assert extra["awareness_sent_per_s"] > 0 and extra["awareness_lost"] == 0
+    assert extra["awareness_sent_per_s"] > 0 and extra["awareness_last_missing"] == 0
+    assert extra["awareness_ms"]["p50"] > 0
