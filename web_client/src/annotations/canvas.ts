@@ -1,70 +1,119 @@
 /**
- * The drawing surface: a fixed placeholder image (no DICOM viewer yet) with every
- * annotation of the shared map drawn over it. Re-rendered on every change of the map, at
- * most once per animation frame. Pointer events draw with the current tool: the shape is
- * committed as a whole-value replacement on every step (throttled to one per frame), so
- * the others see it while it is drawn.
+ * The drawing surface: the demo phantom with every annotation of the shared map, their
+ * measurements and the others' pointers drawn over it. It redraws at the next animation
+ * frame, and only when something changed (`schedule`).
+ *
+ * Pointer input draws with the current tool or, with the select tool, picks, moves and
+ * reshapes an annotation; gestures.ts commits the shape while it changes, one undo step
+ * per gesture.
  */
 import { h } from '../dom';
-import type { AnnotationDoc } from './doc';
-import { LOCAL } from './doc';
-import { DEMO_IMAGE, Stroke, isAnnotation, measure, type Annotation, type Point, type ToolKind } from './tools';
+import { currentLang } from '../i18n';
+import { Draft, GESTURES } from './draft';
+import type { Editor } from './editor';
+import { labelLines } from './format';
+import { boxOf, handlesOf, hits, pick, pickHandle, translate } from './geometry';
+import { Gestures } from './gestures';
+import { renderPhantom } from './phantom';
+import type { Presence } from './presence';
+import {
+  drawAnnotation,
+  drawCloseTarget,
+  drawHandles,
+  drawLabel,
+  drawPointer,
+  drawSelectionBox,
+  labelAnchor,
+  labelWidth,
+  measureTextBox,
+} from './render';
+import type { TextForm } from './textform';
+import {
+  clampPoint,
+  createAnnotation,
+  DEMO_IMAGE,
+  editAnnotation,
+  measureAnnotation,
+  newAnnotationId,
+  type Annotation,
+  type Point,
+  type ToolKind,
+} from './tools';
+
+/** Tolerances in CSS pixels (converted to image pixels at the current zoom). */
+const PICK_TOLERANCE = 6;
+const HANDLE_TOLERANCE = 8;
+const CLOSE_TOLERANCE = 12;
+const DRAG_THRESHOLD = 3;
+const DOUBLE_CLICK_TOLERANCE = 4;
+
+const W = DEMO_IMAGE.width;
+const H = DEMO_IMAGE.height;
+const BOUNDS = { width: W, height: H } as const;
 
 export interface CanvasDeps {
-  doc: AnnotationDoc;
+  editor: Editor;
+  presence: Presence;
+  textForm: TextForm;
   /** Own participant id, or null before `joined`. */
   self: () => string | null;
-  /** The current tool, or null when drawing is not allowed. */
-  tool: () => ToolKind | null;
-  /** Called before and after a stroke (undo grouping). */
-  onStrokeBoundary: () => void;
+  /** The tool in effect (`select` for those who cannot draw). */
+  tool: () => ToolKind;
+  selected: () => string | null;
+  select: (id: string | null) => void;
 }
 
-function placeholderImage(): HTMLCanvasElement {
-  const c = document.createElement('canvas');
-  c.width = DEMO_IMAGE.width;
-  c.height = DEMO_IMAGE.height;
-  const ctx = c.getContext('2d');
-  if (!ctx) return c;
-  const g = ctx.createLinearGradient(0, 0, c.width, c.height);
-  g.addColorStop(0, '#111111');
-  g.addColorStop(1, '#bbbbbb');
-  ctx.fillStyle = g;
-  ctx.fillRect(0, 0, c.width, c.height);
-  const r = ctx.createRadialGradient(c.width * 0.55, c.height * 0.45, 10, c.width * 0.55, c.height * 0.45, 120);
-  r.addColorStop(0, 'rgba(255,255,255,0.35)');
-  r.addColorStop(1, 'rgba(255,255,255,0)');
-  ctx.fillStyle = r;
-  ctx.fillRect(0, 0, c.width, c.height);
-  return c;
-}
+const distance = (a: Point, b: Point): number => Math.hypot(b[0] - a[0], b[1] - a[1]);
 
 export class AnnotationCanvas {
   readonly el: HTMLCanvasElement;
+  /** The canvas and the text form over it. */
+  readonly stage: HTMLElement;
   private readonly ctx: CanvasRenderingContext2D | null;
-  private readonly background = placeholderImage();
+  private readonly background = renderPhantom();
   private frame = 0;
-  private stroke: Stroke | null = null;
-  private commitFrame = 0;
+  private readonly gestures: Gestures;
+  private cssWidth: number = W;
+  private hoverHandle = -1;
+  /** Measurement labels per value (values are replaced, never changed) and language. */
+  private readonly labels = new WeakMap<Annotation, { lang: string; lines: string[]; width: number }>();
+  /** Label sizes in CSS pixels, per value. */
+  private readonly textSizes = new WeakMap<Annotation, { width: number; height: number }>();
+  private readonly textSize = (a: Annotation): { width: number; height: number } => {
+    let s = this.textSizes.get(a);
+    if (!s && this.ctx) {
+      s = measureTextBox(this.ctx, a, 1);
+      this.textSizes.set(a, s);
+    }
+    const k = this.k;
+    return s ? { width: s.width * k, height: s.height * k } : { width: 0, height: 0 };
+  };
 
   constructor(private readonly deps: CanvasDeps) {
     this.el = h('canvas', {
       class: 'annotation-canvas',
       testid: 'annotation-canvas',
-      attrs: {
-        width: DEMO_IMAGE.width,
-        height: DEMO_IMAGE.height,
-        role: 'img',
-        style: 'display:block;width:100%;max-width:512px;aspect-ratio:1/1;touch-action:none;cursor:crosshair;background:#000',
-      },
-      i18nAttrs: { 'aria-label': 'annotations.image_label' },
+      attrs: { width: W, height: H, role: 'img', tabindex: 0 },
+      i18nAttrs: { 'aria-label': 'annotations.image_label', 'aria-description': 'annotations.phantom_label' },
     });
+    this.stage = h('div', { class: 'annotation-stage' }, this.el, deps.textForm.el);
     this.ctx = this.el.getContext('2d');
+    this.gestures = new Gestures({ editor: deps.editor, select: deps.select, redraw: () => this.schedule() });
     this.el.addEventListener('pointerdown', (ev) => this.down(ev));
     this.el.addEventListener('pointermove', (ev) => this.moveTo(ev));
     this.el.addEventListener('pointerup', (ev) => this.up(ev));
-    this.el.addEventListener('pointercancel', (ev) => this.up(ev));
+    this.el.addEventListener('pointercancel', (ev) => this.pointerCancel(ev));
+    this.el.addEventListener('pointerleave', () => this.deps.presence.setPointer(null));
+    this.el.addEventListener('dblclick', (ev) => this.doubleClick(ev));
+    new ResizeObserver((entries) => {
+      for (const e of entries) this.resize(e.contentRect.width, e.contentRect.height);
+    }).observe(this.el);
     this.schedule();
+  }
+
+  /** Image pixels per CSS pixel. */
+  private get k(): number {
+    return W / (this.cssWidth || W);
   }
 
   /** Redraw at the next animation frame (coalesced). */
@@ -76,119 +125,334 @@ export class AnnotationCanvas {
     });
   }
 
-  /** Abandon the stroke in progress (the document was replaced, drawing was disabled). */
-  cancelStroke(): void {
-    if (this.commitFrame) cancelAnimationFrame(this.commitFrame);
-    this.commitFrame = 0;
-    this.stroke = null;
+  /** The cursor and the tool changed. */
+  toolChanged(): void {
+    this.settle();
+    this.hoverHandle = -1;
+    this.updateCursor(null);
+    this.schedule();
+  }
+
+  /** Rights or the tool in effect changed: cursor and handles, without ending a gesture. */
+  refresh(): void {
+    if (!this.gestures.current) this.updateCursor(null);
+    this.schedule();
+  }
+
+  /** Whether a shape is being drawn or edited. */
+  get busy(): boolean {
+    return this.gestures.current !== null;
+  }
+
+  /** Finish the gesture in progress as it is (before an undo, a tool change). */
+  settle(): void {
+    this.gestures.finish();
+  }
+
+  /** Drop the gesture without touching the map (the document was replaced, rights lost). */
+  abort(): void {
+    this.gestures.abort();
+    if (this.deps.textForm.open) this.deps.textForm.close(null);
+    this.schedule();
+  }
+
+  /** Keys for the shape being drawn; true when handled. */
+  handleKey(ev: KeyboardEvent): boolean {
+    const g = this.gestures.current;
+    if (ev.key === 'Escape') {
+      if (g) return this.gestures.cancel();
+      if (this.deps.selected() !== null) {
+        this.deps.select(null);
+        return true;
+      }
+      return false;
+    }
+    if (g?.type !== 'draw' || g.draft.gesture !== 'clicks') return false;
+    if (ev.key === 'Enter') {
+      this.gestures.finish();
+      return true;
+    }
+    if (ev.key === 'Backspace') {
+      if (!g.draft.removeLast()) return this.gestures.cancel();
+      this.gestures.changed();
+      return true;
+    }
+    return false;
+  }
+
+  /** Move the selected annotation by (dx, dy) image pixels: one undo step. */
+  nudgeSelected(dx: number, dy: number): boolean {
+    const ed = this.deps.editor;
+    const a = ed.get(this.deps.selected());
+    if (!a || !ed.canEdit(a) || this.busy) return false;
+    ed.boundary();
+    ed.put(editAnnotation(a, { points: translate(a.geometry.points, dx, dy).map(clampPoint) }));
+    ed.boundary();
+    return true;
+  }
+
+  /** Change a text label's text and size (asked over the image). */
+  async editText(id: string): Promise<void> {
+    const ed = this.deps.editor;
+    const a = ed.get(id);
+    const anchor = a?.geometry.points[0];
+    if (!a || a.kind !== 'text' || !anchor || !ed.canEdit(a)) return;
+    const value = await this.deps.textForm.ask(anchor[0] / this.k, anchor[1] / this.k, { text: a.geometry.text ?? '', fontSize: a.style.fontSize ?? 14 }, 'annotations.text_save');
+    const cur = ed.get(id);
+    if (!value || !cur || !ed.canEdit(cur)) return;
+    ed.boundary();
+    ed.put(editAnnotation(cur, { text: value.text, fontSize: value.fontSize }));
+    ed.boundary();
   }
 
   // ------------------------------------------------------------ pointer
 
-  private toImage(ev: PointerEvent): Point {
+  private toImage(ev: { clientX: number; clientY: number }): Point {
     const r = this.el.getBoundingClientRect();
-    const sx = DEMO_IMAGE.width / (r.width || DEMO_IMAGE.width);
-    const sy = DEMO_IMAGE.height / (r.height || DEMO_IMAGE.height);
-    return [(ev.clientX - r.left) * sx, (ev.clientY - r.top) * sy];
+    return [((ev.clientX - r.left) * W) / (r.width || W), ((ev.clientY - r.top) * H) / (r.height || H)];
   }
 
-  private down(ev: PointerEvent): void {
-    if (ev.button !== 0) return;
-    const tool = this.deps.tool();
-    const self = this.deps.self();
-    if (!tool || !self) return;
-    ev.preventDefault();
+  private capture(ev: PointerEvent): void {
     try {
       this.el.setPointerCapture(ev.pointerId);
     } catch {
       // synthetic events without an active pointer
     }
-    this.deps.onStrokeBoundary();
-    this.stroke = new Stroke(tool, self, this.toImage(ev));
-    this.commit();
+  }
+
+  private down(ev: PointerEvent): void {
+    if (ev.button !== 0) return;
+    this.el.focus({ preventScroll: true });
+    const p = this.toImage(ev);
+    const g = this.gestures.current;
+    if (g?.type === 'draw' && g.draft.gesture === 'clicks') {
+      ev.preventDefault();
+      if (g.draft.addPoint(p, DOUBLE_CLICK_TOLERANCE * this.k)) {
+        if (g.draft.complete) this.gestures.finish();
+        else this.gestures.changed();
+      }
+      return;
+    }
+    if (g) return; // a second pointer during a drag
+    const tool = this.deps.tool();
+    if (tool === 'select') {
+      this.selectDown(ev, p);
+      return;
+    }
+    const self = this.deps.self();
+    if (!self) return;
+    ev.preventDefault();
+    const gesture = GESTURES[tool];
+    if (tool === 'point' || tool === 'text') {
+      void this.place(tool, self, p);
+      return;
+    }
+    this.deps.select(null);
+    this.gestures.start({ type: 'draw', draft: new Draft(tool, self, p), pointerId: gesture === 'drag' ? ev.pointerId : null, committed: false });
+    if (gesture === 'drag') this.capture(ev);
+  }
+
+  private selectDown(ev: PointerEvent, p: Point): void {
+    const ed = this.deps.editor;
+    const k = this.k;
+    const sel = ed.get(this.deps.selected());
+    if (sel && ed.canEdit(sel)) {
+      const index = pickHandle(sel, p, HANDLE_TOLERANCE * k);
+      if (index >= 0) {
+        ev.preventDefault();
+        this.gestures.start({ type: 'handle', original: sel, index, to: p, pointerId: ev.pointerId, committed: false });
+        this.capture(ev);
+        return;
+      }
+    }
+    const tol = PICK_TOLERANCE * k;
+    // The selected shape keeps the pointer where it overlaps others, so it can be dragged.
+    const target = sel && hits(sel, p, tol, this.textSize) ? sel : pick(ed.items(), p, tol, this.textSize);
+    this.deps.select(target?.id ?? null);
+    if (target && ed.canEdit(target)) {
+      ev.preventDefault();
+      this.gestures.start({ type: 'move', original: target, from: p, to: p, pointerId: ev.pointerId, started: false, committed: false });
+      this.capture(ev);
+    }
+    this.updateCursor(p);
+  }
+
+  /** Point and text: one click places the annotation (a label asks for its text first). */
+  private async place(kind: 'point' | 'text', self: string, p: Point): Promise<void> {
+    const ed = this.deps.editor;
+    const at = clampPoint(p);
+    let extras = {};
+    if (kind === 'text') {
+      const value = await this.deps.textForm.ask(at[0] / this.k, at[1] / this.k);
+      if (!value || this.deps.self() !== self || !ed.canEdit({ author: self })) return;
+      extras = { text: value.text, fontSize: value.fontSize };
+      this.el.focus({ preventScroll: true });
+    }
+    const a = createAnnotation(newAnnotationId(), kind, self, Date.now(), [at], extras);
+    ed.boundary();
+    ed.put(a);
+    ed.boundary();
+    this.deps.select(a.id);
   }
 
   private moveTo(ev: PointerEvent): void {
-    if (!this.stroke) return;
-    if (!this.deps.tool()) {
-      this.cancelStroke();
+    const p = this.toImage(ev);
+    const inImage = p[0] >= 0 && p[1] >= 0 && p[0] <= W && p[1] <= H;
+    this.deps.presence.setPointer(inImage ? p : null);
+    const g = this.gestures.current;
+    if (!g) {
+      if (this.deps.tool() === 'select') this.updateCursor(p);
       return;
     }
-    if (this.stroke.move(this.toImage(ev)) && !this.commitFrame) {
-      this.commitFrame = requestAnimationFrame(() => {
-        this.commitFrame = 0;
-        this.commit();
-      });
+    switch (g.type) {
+      case 'draw': {
+        let changed = false;
+        if (g.draft.kind === 'freehand') {
+          // Every sample the browser coalesced into this event: a smoother stroke.
+          for (const e of ev.getCoalescedEvents?.() ?? []) changed = g.draft.moveTo(this.toImage(e)) || changed;
+        }
+        if (g.draft.moveTo(p) || changed) this.gestures.changed();
+        break;
+      }
+      case 'move':
+        if (ev.pointerId !== g.pointerId) return;
+        g.to = p;
+        if (!g.started && distance(g.from, p) >= DRAG_THRESHOLD * this.k) g.started = true;
+        if (g.started) this.gestures.changed();
+        break;
+      case 'handle':
+        if (ev.pointerId !== g.pointerId) return;
+        g.to = p;
+        this.gestures.changed();
+        break;
     }
   }
 
   private up(ev: PointerEvent): void {
-    const stroke = this.stroke;
-    if (!stroke) return;
-    if (ev.type === 'pointerup') stroke.move(this.toImage(ev));
-    if (this.commitFrame) cancelAnimationFrame(this.commitFrame);
-    this.commitFrame = 0;
-    this.stroke = null;
-    const { doc } = this.deps;
-    if (stroke.meaningful) this.commit(stroke);
-    else doc.doc.transact(() => doc.map.delete(stroke.id), LOCAL);
-    this.deps.onStrokeBoundary();
+    const g = this.gestures.current;
+    if (!g) return;
+    if (g.type === 'draw') {
+      if (g.draft.gesture !== 'drag' || ev.pointerId !== g.pointerId) return;
+      if (g.draft.kind !== 'freehand') g.draft.moveTo(this.toImage(ev));
+      g.draft.setClosed(g.draft.closesWithin(CLOSE_TOLERANCE * this.k));
+      this.gestures.finish();
+      return;
+    }
+    if (ev.pointerId !== g.pointerId) return;
+    if (g.type === 'move' && !g.started) this.gestures.cancel(); // a click: the selection is all
+    else this.gestures.finish();
   }
 
-  private commit(stroke: Stroke | null = this.stroke): void {
-    if (!stroke) return;
-    const { doc } = this.deps;
-    doc.doc.transact(() => doc.map.set(stroke.id, stroke.toJSON()), LOCAL);
+  private pointerCancel(ev: PointerEvent): void {
+    if (this.gestures.current?.pointerId === ev.pointerId) this.gestures.cancel();
+  }
+
+  private doubleClick(ev: MouseEvent): void {
+    const g = this.gestures.current;
+    if (g?.type === 'draw' && g.draft.kind === 'polyline') {
+      ev.preventDefault();
+      this.gestures.finish();
+      return;
+    }
+    if (!g && this.deps.tool() === 'select') {
+      const sel = this.deps.editor.get(this.deps.selected());
+      if (sel?.kind === 'text') void this.editText(sel.id);
+    }
+  }
+
+  private updateCursor(p: Point | null): void {
+    const tool = this.deps.tool();
+    let cursor = 'crosshair';
+    let handle = -1;
+    if (tool === 'select') {
+      cursor = 'default';
+      const ed = this.deps.editor;
+      const sel = ed.get(this.deps.selected());
+      if (p && sel && ed.canEdit(sel)) handle = pickHandle(sel, p, HANDLE_TOLERANCE * this.k);
+      if (handle >= 0) cursor = 'pointer';
+      else if (p) {
+        const hit = pick(ed.items(), p, PICK_TOLERANCE * this.k, this.textSize);
+        if (hit) cursor = ed.canEdit(hit) ? 'move' : 'pointer';
+      }
+    }
+    if (this.el.style.cursor !== cursor) this.el.style.cursor = cursor;
+    if (handle !== this.hoverHandle) {
+      this.hoverHandle = handle;
+      this.schedule();
+    }
   }
 
   // ------------------------------------------------------------ render
 
+  private resize(width: number, height: number): void {
+    if (!(width > 0 && height > 0)) return;
+    this.cssWidth = width;
+    const dpr = window.devicePixelRatio || 1;
+    const bw = Math.max(1, Math.round(width * dpr));
+    const bh = Math.max(1, Math.round(height * dpr));
+    if (this.el.width !== bw || this.el.height !== bh) {
+      this.el.width = bw;
+      this.el.height = bh;
+    }
+    this.schedule();
+  }
+
   private render(): void {
     const ctx = this.ctx;
     if (!ctx) return;
+    const k = this.k;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, this.el.width, this.el.height);
-    ctx.drawImage(this.background, 0, 0);
-    const r = this.el.getBoundingClientRect();
-    const scale = r.width > 0 ? this.el.width / r.width : 1; // screen px -> canvas px
-    const items: Annotation[] = [];
-    this.deps.doc.map.forEach((v) => {
-      if (isAnnotation(v)) items.push(v);
-    });
-    items.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1));
-    for (const a of items) this.draw(ctx, a, scale);
+    ctx.setTransform(this.el.width / W, 0, 0, this.el.height / H, 0, 0);
+    ctx.drawImage(this.background, 0, 0, W, H);
+    const live = this.gestures.liveValue();
+    const selId = this.deps.selected();
+    const items = this.deps.editor.items();
+    for (const a of items) if (a.id !== live?.id) drawAnnotation(ctx, a, k, a.id === selId);
+    if (live) drawAnnotation(ctx, live, k, live.id === selId);
+    for (const a of items) if (a.id !== live?.id) this.drawMeasurement(ctx, a, k);
+    if (live) this.drawMeasurement(ctx, live, k);
+    this.drawSelection(ctx, live, selId, k);
+    const g = this.gestures.current;
+    if (g?.type === 'draw' && g.draft.kind === 'freehand' && g.draft.fixedCount > 3) {
+      drawCloseTarget(ctx, g.draft.start, CLOSE_TOLERANCE * k, g.draft.closesWithin(CLOSE_TOLERANCE * k), k);
+    }
+    for (const p of this.deps.presence.pointers()) drawPointer(ctx, p, k, BOUNDS);
   }
 
-  private draw(ctx: CanvasRenderingContext2D, a: Annotation, scale: number): void {
-    const pts = a.geometry.points;
-    const first = pts[0];
-    if (!first) return;
-    ctx.save();
-    ctx.strokeStyle = a.style.color;
-    ctx.fillStyle = a.style.color;
-    ctx.lineWidth = a.style.width * scale;
-    ctx.lineJoin = 'round';
-    ctx.lineCap = 'round';
-    ctx.beginPath();
-    if (a.kind === 'rectangle' && pts[1]) {
-      const [p, q] = [first, pts[1]];
-      ctx.rect(Math.min(p[0], q[0]), Math.min(p[1], q[1]), Math.abs(q[0] - p[0]), Math.abs(q[1] - p[1]));
-    } else {
-      ctx.moveTo(first[0], first[1]);
-      for (const p of pts.slice(1)) ctx.lineTo(p[0], p[1]);
-      if (a.geometry.closed) ctx.closePath();
+  private drawMeasurement(ctx: CanvasRenderingContext2D, a: Annotation, k: number): void {
+    const lang = currentLang();
+    let label = this.labels.get(a);
+    if (label?.lang !== lang) {
+      const lines = labelLines(a, measureAnnotation(a));
+      label = { lang, lines, width: lines.length ? labelWidth(ctx, lines) : 0 };
+      this.labels.set(a, label);
     }
-    ctx.stroke();
-    if (a.kind === 'line' && pts[1]) {
-      const m = measure(a);
-      const label = `${(m.lengthMm ?? 0).toFixed(1)} mm`;
-      ctx.font = `${12 * scale}px system-ui, sans-serif`;
-      ctx.lineWidth = 3 * scale;
-      ctx.strokeStyle = 'rgba(0,0,0,0.7)';
-      const [x, y] = [pts[1][0] + 6 * scale, pts[1][1] - 6 * scale];
-      ctx.strokeText(label, x, y);
-      ctx.fillStyle = '#ffffff';
-      ctx.fillText(label, x, y);
+    const at = label.lines.length ? labelAnchor(a, k) : null;
+    if (at) drawLabel(ctx, label.lines, at, k, BOUNDS, a.style.color, label.width);
+  }
+
+  private drawSelection(ctx: CanvasRenderingContext2D, live: Annotation | null, selId: string | null, k: number): void {
+    if (selId === null) return;
+    const a = live?.id === selId ? live : this.deps.editor.get(selId);
+    if (!a) return;
+    const editable = this.deps.editor.canEdit(a) && this.deps.tool() === 'select';
+    const handles = editable ? handlesOf(a) : [];
+    if (handles.length) {
+      const g = this.gestures.current;
+      drawHandles(ctx, handles, k, g?.type === 'handle' ? g.index : this.hoverHandle);
+      return;
     }
-    ctx.restore();
+    if (a.kind === 'text' || a.kind === 'freehand' || a.kind === 'point') {
+      const anchor = a.geometry.points[0];
+      if (a.kind === 'text' && anchor) {
+        const s = this.textSize(a);
+        drawSelectionBox(ctx, anchor[0], anchor[1], s.width, s.height, k);
+      } else {
+        const b = boxOf(a.geometry.points);
+        const pad = a.kind === 'point' ? 10 * k : 0;
+        drawSelectionBox(ctx, b.x0 - pad, b.y0 - pad, b.x1 - b.x0 + 2 * pad, b.y1 - b.y0 + 2 * pad, k);
+      }
+    }
   }
 }

@@ -8,6 +8,9 @@
  * but the server's) go out as update messages. When the server refuses an update
  * (`annotation_rejected`), the local document holds something the server never will: drop
  * it, start a fresh document and sync again from step 1.
+ *
+ * Awareness messages (live pointers, presence.ts) share the event: they are handed to the
+ * `onAwareness` listener and sent with `sendAwareness`, whatever the sync state.
  */
 import * as Y from 'yjs';
 import * as syncProtocol from 'y-protocols/sync';
@@ -24,6 +27,9 @@ const MESSAGE_AWARENESS = 1;
 export const REMOTE = Symbol('remote');
 /** Transaction origin of what this user draws (the only origin the undo manager tracks). */
 export const LOCAL = Symbol('local');
+/** Transaction origin of the host's changes to another author's annotations: not undoable
+ * (an undo that re-creates an annotation in another author's name would be refused). */
+export const HOST_EDIT = Symbol('host-edit');
 
 /** An exact-size Uint8Array: notepack sends a view's whole backing buffer. */
 function exact(u8: Uint8Array): Uint8Array {
@@ -48,6 +54,7 @@ export class AnnotationDoc {
   private canWrite = false;
   private readonly resetListeners = new Set<() => void>();
   private readonly syncListeners = new Set<(synced: boolean) => void>();
+  private awarenessListener: ((update: Uint8Array) => void) | null = null;
   private readonly onUpdate = (update: Uint8Array, origin: unknown): void => {
     if (origin === REMOTE) return;
     const enc = encoding.createEncoder();
@@ -97,6 +104,20 @@ export class AnnotationDoc {
     return () => this.syncListeners.delete(cb);
   }
 
+  /** Where awareness updates from the others go (one listener). */
+  onAwareness(cb: (update: Uint8Array) => void): void {
+    this.awarenessListener = cb;
+  }
+
+  /** Send one awareness update (best effort: a lost one is renewed or superseded). */
+  sendAwareness(update: Uint8Array): void {
+    if (!this.socket.connected) return;
+    const enc = encoding.createEncoder();
+    encoding.writeVarUint(enc, MESSAGE_AWARENESS);
+    encoding.writeVarUint8Array(enc, update);
+    this.socket.send(ClientEvent.y, { doc: this.key, data: wire(encoding.toUint8Array(enc)) }).catch(() => undefined);
+  }
+
   /** Drop the local state and sync again from the server. */
   reset(): void {
     this.doc.off('update', this.onUpdate);
@@ -140,8 +161,19 @@ export class AnnotationDoc {
     const bytes = bytesOf(p.data);
     if (!bytes) return;
     const decoder = decoding.createDecoder(bytes);
-    const type = decoding.readVarUint(decoder);
-    if (type === MESSAGE_AWARENESS || type !== MESSAGE_SYNC) return;
+    let type: number;
+    let awareness: Uint8Array | null = null;
+    try {
+      type = decoding.readVarUint(decoder);
+      if (type === MESSAGE_AWARENESS) awareness = decoding.readVarUint8Array(decoder);
+    } catch {
+      return; // truncated: not a message we can read
+    }
+    if (awareness) {
+      this.awarenessListener?.(awareness);
+      return;
+    }
+    if (type !== MESSAGE_SYNC) return;
     const reply = encoding.createEncoder();
     encoding.writeVarUint(reply, MESSAGE_SYNC);
     const syncType = syncProtocol.readSyncMessage(decoder, reply, this.doc, REMOTE);

@@ -1,119 +1,262 @@
 /**
- * The room's annotation layer: tools, the canvas, undo/redo of one's own strokes and the
- * list of annotations with their measurements. Observers see everything but cannot draw.
+ * The room's annotation layer: tools, the image with everyone's annotations and pointers,
+ * selection and editing, per-user undo/redo and the list of annotations with their
+ * measurements. Observers see everything (and show their pointer) but cannot draw.
+ *
+ * Keys, while the focus is in the panel: Ctrl+Z undo, Ctrl+Shift+Z (or Ctrl+Y) redo,
+ * Delete/Backspace deletes the selection, arrow keys nudge it (Shift: by 10 pixels),
+ * Escape cancels the shape being drawn or clears the selection, Enter finishes a polyline.
  */
 import * as Y from 'yjs';
-import { h, replace } from '../dom';
-import { bindText, currentLang, onLanguageChanged, type MsgArgs, type MsgKey } from '../i18n';
+import { h } from '../dom';
+import { bindText, onLanguageChanged, type MsgKey } from '../i18n';
+import { ServerEvent, type JoinedPayload } from '../net/protocol';
 import type { RoomSocket } from '../net/socket';
 import { AnnotationCanvas } from './canvas';
 import { AnnotationDoc, LOCAL } from './doc';
-import { DEMO_IMAGE, isAnnotation, measure, type Annotation, type ToolKind } from './tools';
+import { Editor } from './editor';
+import { installTestHooks } from './hooks';
+import { spacing } from './format';
+import { AnnotationList } from './list';
+import { PHANTOM, phantomPixels } from './phantom';
+import { Presence } from './presence';
+import { Roster } from './roster';
+import { TextForm } from './textform';
+import { colorFor, DEMO_IMAGE, editAnnotation, measureAnnotation, type Annotation, type ToolKind } from './tools';
 
-const TOOLS: { kind: ToolKind; testid: string; key: MsgKey }[] = [
-  { kind: 'line', testid: 'tool-line', key: 'annotations.tool_line' },
-  { kind: 'rectangle', testid: 'tool-rect', key: 'annotations.tool_rect' },
-  { kind: 'freehand', testid: 'tool-freehand', key: 'annotations.tool_freehand' },
+interface ToolDef {
+  kind: ToolKind;
+  testid: string;
+  key: MsgKey;
+  hint: MsgKey;
+}
+
+const TOOLS: readonly ToolDef[] = [
+  { kind: 'select', testid: 'tool-select', key: 'annotations.tool_select', hint: 'annotations.hint_select' },
+  { kind: 'line', testid: 'tool-line', key: 'annotations.tool_line', hint: 'annotations.hint_drag' },
+  { kind: 'arrow', testid: 'tool-arrow', key: 'annotations.tool_arrow', hint: 'annotations.hint_drag' },
+  { kind: 'polyline', testid: 'tool-polyline', key: 'annotations.tool_polyline', hint: 'annotations.hint_polyline' },
+  { kind: 'freehand', testid: 'tool-freehand', key: 'annotations.tool_freehand', hint: 'annotations.hint_freehand' },
+  { kind: 'rectangle', testid: 'tool-rect', key: 'annotations.tool_rect', hint: 'annotations.hint_region' },
+  { kind: 'ellipse', testid: 'tool-ellipse', key: 'annotations.tool_ellipse', hint: 'annotations.hint_region' },
+  { kind: 'angle', testid: 'tool-angle', key: 'annotations.tool_angle', hint: 'annotations.hint_angle' },
+  { kind: 'point', testid: 'tool-point', key: 'annotations.tool_point', hint: 'annotations.hint_point' },
+  { kind: 'text', testid: 'tool-text', key: 'annotations.tool_text', hint: 'annotations.hint_text' },
 ];
 
-const KIND_KEYS: Record<string, MsgKey> = {
-  line: 'annotations.kind_line',
-  rectangle: 'annotations.kind_rectangle',
-  freehand: 'annotations.kind_freehand',
-};
+function isTextEntry(target: EventTarget | null): boolean {
+  return target instanceof HTMLElement && (target.isContentEditable || target.matches('input, textarea, select'));
+}
 
 export class AnnotationPanel {
   readonly el: HTMLElement;
   readonly doc: AnnotationDoc;
+  private readonly roster: Roster;
+  private readonly presence: Presence;
+  private readonly editor: Editor;
   private readonly canvas: AnnotationCanvas;
+  private readonly list: AnnotationList;
   private undo: Y.UndoManager;
   private readonly toolButtons = new Map<ToolKind, HTMLButtonElement>();
   private readonly undoBtn: HTMLButtonElement;
   private readonly redoBtn: HTMLButtonElement;
-  private readonly list: HTMLUListElement;
-  private readonly empty: HTMLElement;
+  private readonly deleteBtn: HTMLButtonElement;
+  private readonly editTextBtn: HTMLButtonElement;
+  private readonly closedToggle: HTMLInputElement;
+  private readonly closedRow: HTMLElement;
+  private readonly readOnlyNote: HTMLElement;
+  private readonly hint: HTMLElement;
+  private readonly calibrationShort: HTMLElement;
   private readonly observerNote: HTMLElement;
   private tool: ToolKind = 'line';
   private canDraw = false;
+  private isHost = false;
   private selfId: string | null = null;
-  private listFrame = 0;
+  private selectedId: string | null = null;
 
   constructor(socket: RoomSocket) {
     this.doc = new AnnotationDoc(socket, DEMO_IMAGE.key);
+    this.roster = new Roster(socket);
+    this.presence = new Presence(
+      { send: (u) => this.doc.sendAwareness(u), live: () => this.selfId !== null && socket.connected },
+      DEMO_IMAGE.key,
+    );
+    this.doc.onAwareness((u) => this.presence.apply(u));
+    this.editor = new Editor(
+      this.doc,
+      () => ({ self: this.selfId, isHost: this.isHost, canDraw: this.canDraw }),
+      () => this.undo.stopCapturing(),
+    );
+    const textForm = new TextForm();
     this.canvas = new AnnotationCanvas({
-      doc: this.doc,
+      editor: this.editor,
+      presence: this.presence,
+      textForm,
       self: () => this.selfId,
-      tool: () => (this.canDraw ? this.tool : null),
-      onStrokeBoundary: () => this.undo.stopCapturing(),
+      tool: () => this.effectiveTool,
+      selected: () => this.selectedId,
+      select: (id) => this.select(id),
     });
-    const toolbar = h('div', {
-      class: 'annotation-tools actions',
-      attrs: { role: 'toolbar', style: 'display:flex;flex-wrap:wrap;gap:0.4rem;margin-bottom:0.5rem' },
-      i18nAttrs: { 'aria-label': 'annotations.tools_label' },
+    this.list = new AnnotationList({
+      editor: this.editor,
+      roster: this.roster,
+      self: () => this.selfId,
+      selected: () => this.selectedId,
+      select: (id) => this.select(id, true),
     });
+
+    const tools = h('div', { class: 'annotation-toolgroup', attrs: { role: 'group' }, i18nAttrs: { 'aria-label': 'annotations.tools_label' } });
     for (const t of TOOLS) {
       const btn = h('button', {
+        class: 'annotation-tool',
         testid: t.testid,
         i18n: t.key,
         attrs: { type: 'button', 'aria-pressed': 'false', 'data-tool': t.kind },
         on: { click: () => this.setTool(t.kind) },
       });
       this.toolButtons.set(t.kind, btn);
-      toolbar.appendChild(btn);
+      tools.appendChild(btn);
     }
-    this.undoBtn = h('button', { testid: 'undo', i18n: 'annotations.undo', attrs: { type: 'button' }, on: { click: () => this.undo.undo() } });
-    this.redoBtn = h('button', { testid: 'redo', i18n: 'annotations.redo', attrs: { type: 'button' }, on: { click: () => this.undo.redo() } });
-    toolbar.append(this.undoBtn, this.redoBtn);
-
-    this.list = h('ul', {
-      class: 'annotation-list',
-      testid: 'annotation-list',
-      attrs: { style: 'list-style:none;margin:0;padding:0;display:flex;flex-direction:column;gap:0.25rem' },
-      i18nAttrs: { 'aria-label': 'annotations.list_label' },
+    const action = (testid: string, key: MsgKey, title: MsgKey, run: () => void, cls = ''): HTMLButtonElement =>
+      h('button', { class: cls, testid, i18n: key, i18nAttrs: { title }, attrs: { type: 'button' }, on: { click: run } });
+    this.undoBtn = action('undo', 'annotations.undo', 'annotations.undo_title', () => this.runUndo());
+    this.redoBtn = action('redo', 'annotations.redo', 'annotations.redo_title', () => this.runRedo());
+    this.deleteBtn = action('delete-annotation', 'annotations.delete', 'annotations.delete_title', () => this.deleteSelected(), 'danger');
+    this.editTextBtn = action('edit-text', 'annotations.edit_text', 'annotations.edit_text', () => {
+      if (this.selectedId) void this.canvas.editText(this.selectedId);
     });
-    this.empty = h('p', { class: 'hint', i18n: 'annotations.empty' });
+    this.closedToggle = h('input', {
+      testid: 'annotation-closed',
+      attrs: { type: 'checkbox', id: 'annotation-closed' },
+      on: { change: () => this.setClosed(this.closedToggle.checked) },
+    });
+    this.closedRow = h(
+      'span',
+      { class: 'annotation-closed', attrs: { hidden: true } },
+      this.closedToggle,
+      h('label', { i18n: 'annotations.closed_region', attrs: { for: 'annotation-closed' } }),
+    );
+    const actions = h('div', { class: 'annotation-actions', attrs: { role: 'group' }, i18nAttrs: { 'aria-label': 'annotations.actions_label' } }, this.undoBtn, this.redoBtn, this.deleteBtn);
+    const toolbar = h('div', { class: 'annotation-toolbar', attrs: { role: 'toolbar' }, i18nAttrs: { 'aria-label': 'annotations.title' } }, tools, actions);
+
+    this.hint = h('p', { class: 'hint annotation-hint', testid: 'annotation-hint', attrs: { 'aria-live': 'polite' } });
+    this.readOnlyNote = h('p', { class: 'hint', testid: 'annotation-read-only', i18n: 'annotations.read_only', attrs: { hidden: true } });
     this.observerNote = h('p', { class: 'hint', testid: 'annotation-observer-note', i18n: 'annotations.observer_note', attrs: { hidden: true } });
+    this.calibrationShort = h('p', { class: 'hint annotation-cal-short', testid: 'annotation-calibration-short' });
 
     this.el = h(
       'section',
-      { class: 'annotations panel', testid: 'annotations', attrs: { style: 'grid-column:1 / -1' } },
+      { class: 'annotations panel', testid: 'annotations', on: { keydown: (ev) => this.onKey(ev) } },
       h('h2', { i18n: 'annotations.title' }),
       h('p', { class: 'hint', testid: 'annotation-calibration', i18n: ['annotations.calibration', { mm: DEMO_IMAGE.pixelSpacing }] }),
+      h('p', {
+        class: 'hint',
+        testid: 'annotation-phantom',
+        i18n: ['annotations.phantom_note', { slope: PHANTOM.slope, intercept: PHANTOM.intercept, ww: PHANTOM.window.width, wl: PHANTOM.window.level }],
+      }),
       toolbar,
       this.observerNote,
+      // Nothing above the image changes size while drawing: what depends on the tool or
+      // the selection lives beside it.
       h(
         'div',
-        { attrs: { style: 'display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start' } },
-        h('div', { attrs: { style: 'flex:1 1 320px;max-width:512px' } }, this.canvas.el),
-        h('div', { attrs: { style: 'flex:1 1 14rem;min-width:0' } }, h('h3', { i18n: 'annotations.list_title' }), this.empty, this.list),
+        { class: 'annotation-body' },
+        h('div', { class: 'annotation-image' }, this.canvas.stage),
+        h(
+          'div',
+          { class: 'annotation-side' },
+          this.hint,
+          h('div', { class: 'annotation-selection' }, this.readOnlyNote, this.editTextBtn, this.closedRow),
+          h('h3', { i18n: 'annotations.list_title' }),
+          this.calibrationShort,
+          this.list.empty,
+          this.list.el,
+        ),
       ),
     );
 
     this.undo = this.bindDoc();
     this.doc.onReset(() => {
-      this.canvas.cancelStroke();
+      this.canvas.abort();
       this.undo.destroy();
       this.undo = this.bindDoc();
       this.changed();
     });
-    onLanguageChanged(() => this.scheduleList());
+    this.roster.onChange(() => {
+      this.updateUser();
+      this.list.schedule();
+    });
+    this.presence.onChange(() => this.canvas.schedule());
+    socket.socket.on('disconnect', () => this.presence.dropRemote());
+    // When someone (re)joins, which the room announces, everyone sends their state again:
+    // the newcomer learns it at once, even from a server that does not replay awareness.
+    socket.socket.on(ServerEvent.presence, (p) => {
+      if (p.id !== this.selfId && p.state === 'joined') this.presence.announce();
+    });
+    socket.onStatus((s) => {
+      if (s === 'closed') this.presence.destroy();
+    });
+    onLanguageChanged(() => {
+      this.showCalibration();
+      this.list.schedule();
+      this.canvas.schedule();
+    });
+    this.showCalibration();
+    installTestHooks({
+      annotations: () => this.doc.map.toJSON() as Record<string, Annotation>,
+      pointers: () => this.presence.pointers().map((p) => ({ ...p })),
+      synced: () => this.doc.isSynced,
+      rawDelete: (id) => this.doc.doc.transact(() => this.doc.map.delete(id), LOCAL),
+      measurements: () => Object.fromEntries(this.editor.items().map((a) => [a.id, measureAnnotation(a)])),
+      phantom: () => {
+        const px = phantomPixels();
+        const bytes = new Uint8Array(px.buffer, px.byteOffset, px.byteLength);
+        let bin = '';
+        for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+        const { rows, columns, pixelSpacing, slope, intercept } = PHANTOM;
+        return { rows, columns, pixelSpacing, slope, intercept, pixels: btoa(bin) };
+      },
+    });
     this.setTool('line');
     this.applyRights();
   }
 
-  /** Every `joined`: who we are, what we may do, and a fresh sync. */
-  onJoined(selfId: string, role: string): void {
+  /** Every `joined`: who we are, what we may do, the participants' names, a fresh sync. */
+  onJoined(selfId: string, role: string, joined: Pick<JoinedPayload, 'self' | 'participants'>): void {
     this.selfId = selfId;
+    this.roster.setJoined(joined);
     this.setRole(role);
+    this.updateUser();
     this.doc.onJoined();
-    this.scheduleList();
+    this.presence.rejoin();
+    this.list.schedule();
   }
 
   setRole(role: string): void {
     this.canDraw = role === 'host' || role === 'participant';
+    this.isHost = role === 'host';
     this.doc.setCanWrite(this.canDraw);
-    if (!this.canDraw) this.canvas.cancelStroke();
+    if (!this.canDraw) this.canvas.abort();
+    this.showHint();
+    this.canvas.refresh();
     this.applyRights();
+    this.list.schedule();
+    this.canvas.schedule();
+  }
+
+  /** "Pixel Spacing 0.5 mm (demo)", next to the measurements, numbers in the language. */
+  private showCalibration(): void {
+    const [dy, dx] = PHANTOM.pixelSpacing;
+    bindText(this.calibrationShort, 'annotations.calibration_short', { mm: dx === dy ? spacing(dx) : `${spacing(dy)} × ${spacing(dx)}` });
+  }
+
+  private get effectiveTool(): ToolKind {
+    return this.canDraw ? this.tool : 'select';
+  }
+
+  private updateUser(): void {
+    if (this.selfId === null) return;
+    this.presence.setUser(this.roster.name(this.selfId) ?? '', colorFor(this.selfId));
   }
 
   private bindDoc(): Y.UndoManager {
@@ -128,79 +271,101 @@ export class AnnotationPanel {
   }
 
   private changed(): void {
+    this.editor.invalidate();
+    if (this.selectedId !== null && !this.editor.get(this.selectedId) && !this.canvas.busy) this.selectedId = null;
     this.canvas.schedule();
-    this.scheduleList();
+    this.list.schedule();
+    this.applyRights();
+  }
+
+  private select(id: string | null, fromList = false): void {
+    if (fromList && id !== null && this.canDraw && this.tool !== 'select') this.setTool('select');
+    if (this.selectedId === id) return;
+    this.selectedId = id;
+    this.canvas.schedule();
+    this.list.schedule();
+    this.applyRights();
   }
 
   private setTool(kind: ToolKind): void {
     this.tool = kind;
-    for (const [k, btn] of this.toolButtons) {
-      btn.setAttribute('aria-pressed', String(k === kind));
-      btn.style.outline = k === kind ? '2px solid currentColor' : '';
-      btn.style.fontWeight = k === kind ? '700' : '';
+    for (const [k, btn] of this.toolButtons) btn.setAttribute('aria-pressed', String(k === this.effectiveTool));
+    this.showHint();
+    this.canvas.refresh();
+    this.applyRights();
+  }
+
+  private showHint(): void {
+    const def = TOOLS.find((t) => t.kind === this.effectiveTool);
+    bindText(this.hint, this.canDraw ? (def?.hint ?? 'annotations.hint_select') : 'annotations.hint_view');
+  }
+
+  private runUndo(): void {
+    this.canvas.settle();
+    this.undo.undo();
+  }
+
+  private runRedo(): void {
+    this.canvas.settle();
+    this.undo.redo();
+  }
+
+  private deleteSelected(): boolean {
+    const id = this.selectedId;
+    if (id === null || this.canvas.busy) return false;
+    this.undo.stopCapturing();
+    const done = this.editor.remove(id);
+    this.undo.stopCapturing();
+    if (done) this.select(null);
+    return done;
+  }
+
+  private setClosed(closed: boolean): void {
+    const a = this.editor.get(this.selectedId);
+    if (!a || a.kind !== 'freehand' || !this.editor.canEdit(a) || a.geometry.points.length < 3) return;
+    this.undo.stopCapturing();
+    this.editor.put(editAnnotation(a, { closed }));
+    this.undo.stopCapturing();
+  }
+
+  private onKey(ev: KeyboardEvent): void {
+    if (isTextEntry(ev.target) || ev.defaultPrevented) return;
+    const mod = ev.ctrlKey || ev.metaKey;
+    const key = ev.key.toLowerCase();
+    if (mod && !ev.altKey && (key === 'z' || key === 'y')) {
+      ev.preventDefault();
+      if (!this.canDraw) return;
+      if (key === 'y' || ev.shiftKey) this.runRedo();
+      else this.runUndo();
+      return;
     }
+    if (mod || ev.altKey) return;
+    if (this.canvas.handleKey(ev)) {
+      ev.preventDefault();
+      return;
+    }
+    if (ev.key === 'Delete' || ev.key === 'Backspace') {
+      if (this.deleteSelected()) ev.preventDefault();
+      return;
+    }
+    const step = ev.shiftKey ? 10 : 1;
+    const nudge: Record<string, [number, number]> = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    const d = nudge[ev.key];
+    if (d && this.canvas.nudgeSelected(d[0], d[1])) ev.preventDefault();
   }
 
   private applyRights(): void {
-    for (const btn of this.toolButtons.values()) btn.disabled = !this.canDraw;
+    for (const [kind, btn] of this.toolButtons) btn.disabled = kind !== 'select' && !this.canDraw;
+    for (const [k, btn] of this.toolButtons) btn.setAttribute('aria-pressed', String(k === this.effectiveTool));
     this.undoBtn.disabled = !this.canDraw || !this.undo?.canUndo();
     this.redoBtn.disabled = !this.canDraw || !this.undo?.canRedo();
+    const sel = this.editor.get(this.selectedId);
+    const editable = !!sel && this.editor.canEdit(sel);
+    this.deleteBtn.disabled = !editable;
+    this.editTextBtn.hidden = !(editable && sel?.kind === 'text');
+    this.closedRow.hidden = !(editable && sel?.kind === 'freehand');
+    if (sel?.kind === 'freehand') this.closedToggle.checked = sel.geometry.closed === true;
+    this.readOnlyNote.hidden = !sel || editable || !this.canDraw;
     this.observerNote.hidden = this.canDraw || this.selfId === null;
-    this.canvas.el.style.cursor = this.canDraw ? 'crosshair' : 'default';
-  }
-
-  private scheduleList(): void {
-    if (this.listFrame) return;
-    this.listFrame = requestAnimationFrame(() => {
-      this.listFrame = 0;
-      this.renderList();
-    });
-  }
-
-  private renderList(): void {
-    const items: Annotation[] = [];
-    this.doc.map.forEach((v) => {
-      if (isAnnotation(v)) items.push(v);
-    });
-    items.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1));
-    const nf = new Intl.NumberFormat(currentLang(), { maximumFractionDigits: 1, minimumFractionDigits: 1 });
-    replace(
-      this.list,
-      ...items.map((a) => {
-        const kind = h('span', { class: 'annotation-kind', attrs: { style: 'font-weight:600' } });
-        bindText(kind, KIND_KEYS[a.kind] ?? 'annotations.kind_generic');
-        const m = measure(a);
-        let key: MsgKey | null = null;
-        let args: MsgArgs = {};
-        if (m.lengthMm !== undefined) {
-          key = 'annotations.measure_length';
-          args = { px: nf.format(m.lengthPx ?? 0), mm: nf.format(m.lengthMm) };
-        } else if (m.areaMm2 !== undefined) {
-          key = 'annotations.measure_rect';
-          args = { w: nf.format(m.widthMm ?? 0), h: nf.format(m.heightMm ?? 0), area: nf.format(m.areaMm2) };
-        }
-        const value = h('span', { class: 'annotation-measure', testid: 'annotation-measure' });
-        if (key) bindText(value, key, args);
-        const mine = a.author === this.selfId ? h('span', { class: 'hint', i18n: 'annotations.mine' }) : null;
-        return h(
-          'li',
-          {
-            class: 'annotation-item',
-            testid: 'annotation-item',
-            attrs: { 'data-id': a.id, 'data-kind': a.kind, 'data-author': a.author, style: 'display:flex;flex-wrap:wrap;gap:0.4rem;align-items:center' },
-          },
-          h('span', {
-            attrs: {
-              'aria-hidden': 'true',
-              style: `display:inline-block;width:0.8rem;height:0.8rem;border-radius:50%;background:${a.style.color}`,
-            },
-          }),
-          kind,
-          value,
-          mine,
-        );
-      }),
-    );
-    this.empty.hidden = items.length > 0;
   }
 }

@@ -1,20 +1,45 @@
 /**
- * Drawing tools and the annotation JSON they produce (annotations/SCHEMA.md), plus the
- * measurements shown in the list. There is no DICOM viewer yet: every annotation is
- * anchored to one demo image with a fixed, stated calibration.
+ * The annotation JSON (annotations/SCHEMA.md), the drawing tools that produce it and its
+ * measurements. There is no DICOM viewer yet: every annotation is anchored to one demo
+ * image, a synthetic CT phantom (phantom.ts) with a fixed, stated calibration.
  */
+import { measure as measureOn, type Measurement } from './measure';
+import { PHANTOM, phantomImage } from './phantom';
+
 export type Point = [number, number];
-export type ToolKind = 'line' | 'rectangle' | 'freehand';
+
+export const KINDS = ['arrow', 'line', 'polyline', 'freehand', 'ellipse', 'rectangle', 'angle', 'point', 'text'] as const;
+export type Kind = (typeof KINDS)[number];
+/** A drawing tool is a kind; `select` picks, moves and reshapes. */
+export type ToolKind = Kind | 'select';
+
+export interface Style {
+  color: string;
+  /** Stroke width in CSS pixels. */
+  width: number;
+  /** rectangle, ellipse, freehand only. */
+  fill?: boolean;
+  /** text only, CSS pixels. */
+  fontSize?: number;
+}
+
+export interface Geometry {
+  points: Point[];
+  /** freehand only: a closed stroke is a region. */
+  closed?: boolean;
+  /** text only. */
+  text?: string;
+}
 
 export interface Annotation {
   id: string;
   author: string;
   created: number;
   updated: number;
-  kind: string;
-  style: { color: string; width: number; fill?: boolean };
+  kind: Kind;
+  style: Style;
   anchor: { study_uid: string; series_uid: string; instance_uid: string; frame: number };
-  geometry: { points: Point[]; closed?: boolean };
+  geometry: Geometry;
 }
 
 /** The demo image: its document key, DICOM anchor, size and calibration. */
@@ -22,16 +47,20 @@ export const DEMO_IMAGE = {
   key: 'demo:1',
   uid: '1.2.826.0.1.3680043.8.498.1',
   frame: 1,
-  width: 512,
-  height: 512,
-  /** mm per pixel (a fixed demo Pixel Spacing, rows = columns). */
-  pixelSpacing: 0.5,
+  width: PHANTOM.columns,
+  height: PHANTOM.rows,
+  /** mm per pixel (the phantom's fixed demo Pixel Spacing, rows = columns). */
+  pixelSpacing: PHANTOM.pixelSpacing[1],
 } as const;
 
 export const STROKE_WIDTH = 2;
-/** A freehand stroke is resent whole while it is drawn: keep it well under 64 KiB. */
-export const FREEHAND_MAX_POINTS = 2000;
-const FREEHAND_MIN_STEP = 1.5;
+export const POINT_WIDTH = 2;
+export const FONT_SIZES = [12, 14, 18, 24, 32] as const;
+export const DEFAULT_FONT_SIZE = 18;
+/** A stroke is resent whole while it is drawn: keep it well under the 64 KiB message limit. */
+export const MAX_POINTS = 2000;
+/** Schema limit on a text label, in code points. */
+export const MAX_TEXT_CHARS = 2000;
 
 const PALETTE = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#00a3a3', '#f032e6', '#9a6324'];
 
@@ -52,108 +81,107 @@ export function newAnnotationId(): string {
 }
 
 const round2 = (v: number): number => Math.round(v * 100) / 100;
+const LIMIT = 1e6;
 
-function clampPoint(p: Point): Point {
-  const lim = 1e6;
-  return [round2(Math.max(-lim, Math.min(lim, p[0]))), round2(Math.max(-lim, Math.min(lim, p[1])))];
+/** A point as stored: within the schema's ±1e6, rounded to 1/100 pixel. */
+export function clampPoint(p: readonly [number, number]): Point {
+  return [round2(Math.max(-LIMIT, Math.min(LIMIT, p[0]))), round2(Math.max(-LIMIT, Math.min(LIMIT, p[1])))];
 }
 
-/** The annotation being drawn, as it is committed on every step. */
-export class Stroke {
-  readonly id = newAnnotationId();
-  readonly created = Date.now();
-  private points: Point[];
+/** Control characters (other than tab, LF, CR), DEL and lone surrogates are refused. */
+const BAD_TEXT = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
-  constructor(
-    readonly kind: ToolKind,
-    readonly author: string,
-    start: Point,
-  ) {
-    const p = clampPoint(start);
-    this.points = [p, [p[0], p[1]]];
-  }
-
-  /** Move the pointer to `p`; false when nothing changed. */
-  move(p: Point): boolean {
-    const q = clampPoint(p);
-    if (this.kind === 'freehand') {
-      const last = this.points[this.points.length - 1] ?? q;
-      if (Math.hypot(q[0] - last[0], q[1] - last[1]) < FREEHAND_MIN_STEP) return false;
-      if (this.points.length >= FREEHAND_MAX_POINTS) return false;
-      // The start duplicates its first point until the pointer moves.
-      if (this.points.length === 2 && samePoint(this.points[0], this.points[1])) this.points[1] = q;
-      else this.points.push(q);
-      return true;
-    }
-    this.points = [this.points[0] ?? q, q];
-    return true;
-  }
-
-  /** Whether the drag was long enough to be kept. */
-  get meaningful(): boolean {
-    const [a, b] = [this.points[0], this.points[this.points.length - 1]];
-    if (!a || !b) return false;
-    if (this.kind === 'freehand') return this.points.length > 2 || !samePoint(a, b);
-    return Math.hypot(b[0] - a[0], b[1] - a[1]) >= 2;
-  }
-
-  toJSON(): Annotation {
-    const uid = DEMO_IMAGE.uid;
-    const a: Annotation = {
-      id: this.id,
-      author: this.author,
-      created: this.created,
-      updated: Math.max(this.created, Date.now()),
-      kind: this.kind,
-      style: { color: colorFor(this.author), width: STROKE_WIDTH },
-      anchor: { study_uid: uid, series_uid: uid, instance_uid: uid, frame: DEMO_IMAGE.frame },
-      geometry: { points: this.points.map((p) => [p[0], p[1]] as Point) },
-    };
-    if (this.kind === 'rectangle' || this.kind === 'freehand') a.style.fill = false;
-    if (this.kind === 'freehand') a.geometry.closed = false;
-    return a;
-  }
+/** The label as the schema accepts it (trimmed, no control characters, at most 2000 code points). */
+export function cleanText(raw: string): string {
+  const cps = Array.from(raw.replace(BAD_TEXT, '').trim());
+  return cps.slice(0, MAX_TEXT_CHARS).join('');
 }
 
-function samePoint(a: Point | undefined, b: Point | undefined): boolean {
-  return !!a && !!b && a[0] === b[0] && a[1] === b[1];
+/** Extras some kinds carry. */
+export interface ShapeExtras {
+  closed?: boolean;
+  text?: string;
+  fontSize?: number;
 }
 
-export interface Measurement {
-  /** Length in image pixels (line, freehand path). */
-  lengthPx?: number;
-  lengthMm?: number;
-  widthMm?: number;
-  heightMm?: number;
-  areaMm2?: number;
-}
-
-/** Derived from the image geometry and the demo Pixel Spacing, never from the screen. */
-export function measure(a: Annotation): Measurement {
-  const pts = a.geometry?.points ?? [];
-  const mm = DEMO_IMAGE.pixelSpacing;
-  if (a.kind === 'line' || a.kind === 'freehand' || a.kind === 'polyline') {
-    let px = 0;
-    for (let i = 1; i < pts.length; i++) {
-      const p = pts[i - 1];
-      const q = pts[i];
-      if (p && q) px += Math.hypot(q[0] - p[0], q[1] - p[1]);
-    }
-    return { lengthPx: px, lengthMm: px * mm };
+/** A new annotation of `kind` by `author` (only the fields its kind allows). */
+export function createAnnotation(id: string, kind: Kind, author: string, created: number, points: readonly Point[], extras: ShapeExtras = {}): Annotation {
+  const uid = DEMO_IMAGE.uid;
+  const a: Annotation = {
+    id,
+    author,
+    created,
+    updated: Math.max(created, Date.now()),
+    kind,
+    style: { color: colorFor(author), width: kind === 'point' ? POINT_WIDTH : STROKE_WIDTH },
+    anchor: { study_uid: uid, series_uid: uid, instance_uid: uid, frame: DEMO_IMAGE.frame },
+    geometry: { points: points.map((p) => [p[0], p[1]] as Point) },
+  };
+  if (kind === 'rectangle' || kind === 'ellipse' || kind === 'freehand') a.style.fill = false;
+  if (kind === 'freehand') a.geometry.closed = extras.closed ?? false;
+  if (kind === 'text') {
+    a.style.fontSize = extras.fontSize ?? DEFAULT_FONT_SIZE;
+    a.geometry.text = extras.text ?? '';
   }
-  if (a.kind === 'rectangle' && pts.length === 2 && pts[0] && pts[1]) {
-    const w = Math.abs(pts[1][0] - pts[0][0]) * mm;
-    const hgt = Math.abs(pts[1][1] - pts[0][1]) * mm;
-    return { widthMm: w, heightMm: hgt, areaMm2: w * hgt };
-  }
-  return {};
+  return a;
 }
 
+/**
+ * An edit: the whole value replaced (last writer wins), `updated` bumped, `author` and
+ * `created` unchanged.
+ */
+export function editAnnotation(a: Annotation, change: { points?: readonly Point[] } & ShapeExtras): Annotation {
+  const geometry: Geometry = { points: (change.points ?? a.geometry.points).map((p) => [p[0], p[1]] as Point) };
+  if (a.kind === 'freehand') geometry.closed = change.closed ?? a.geometry.closed ?? false;
+  if (a.kind === 'text') geometry.text = change.text ?? a.geometry.text ?? '';
+  const style: Style = { ...a.style };
+  if (a.kind === 'text' && change.fontSize !== undefined) style.fontSize = change.fontSize;
+  return {
+    ...a,
+    style,
+    anchor: { ...a.anchor },
+    geometry,
+    updated: Math.max(Date.now(), a.updated + 1, a.created),
+  };
+}
+
+function isPoint(p: unknown): p is Point {
+  return Array.isArray(p) && p.length === 2 && Number.isFinite(p[0]) && Number.isFinite(p[1]);
+}
+
+/** A value of the shared map that can be drawn (the server has validated it). */
 export function isAnnotation(v: unknown): v is Annotation {
+  if (typeof v !== 'object' || v === null) return false;
+  const a = v as Partial<Annotation>;
   return (
-    typeof v === 'object' &&
-    v !== null &&
-    typeof (v as Annotation).kind === 'string' &&
-    Array.isArray((v as Annotation).geometry?.points)
+    typeof a.id === 'string' &&
+    typeof a.author === 'string' &&
+    typeof a.created === 'number' &&
+    typeof a.kind === 'string' &&
+    (KINDS as readonly string[]).includes(a.kind) &&
+    typeof a.style?.color === 'string' &&
+    Array.isArray(a.geometry?.points) &&
+    a.geometry.points.length > 0 &&
+    a.geometry.points.every(isPoint)
   );
+}
+
+/** Whether the kind is a region (area and ROI statistics). */
+export function isRegion(a: Pick<Annotation, 'kind' | 'geometry'>): boolean {
+  return a.kind === 'rectangle' || a.kind === 'ellipse' || (a.kind === 'freehand' && a.geometry.closed === true);
+}
+
+const cache = new WeakMap<Annotation, Measurement>();
+
+/**
+ * Measured on the phantom's stored values with its calibration (measure.ts), never from the
+ * screen. Cached per value: map values are replaced whole, never mutated.
+ */
+export function measureAnnotation(a: Annotation): Measurement {
+  let m = cache.get(a);
+  if (!m) {
+    m = measureOn(a, phantomImage());
+    cache.set(a, m);
+  }
+  return m;
 }

@@ -224,7 +224,7 @@ class RoomPage {
     if (this.stage.firstElementChild !== view.root) replace(this.stage, view.root);
     view.people.setAll(p.self, p.participants);
     view.chat.onJoined(p);
-    view.annotations?.onJoined(p.self.id, p.self.role);
+    view.annotations?.onJoined(p.self.id, p.self.role, p);
     this.applyRole();
   }
 
