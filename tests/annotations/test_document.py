@@ -301,3 +301,14 @@ def test_structs_waiting_on_items_the_server_lacks_are_refused_not_held() -> Non
     # Bob's own update then goes through, checked against bob alone.
     assert server.apply(unseen, author="bob", is_host=False).added == ("b1",)
     assert server.annotations()["b1"] == note("b1", "bob")
+
+
+def test_trusted_load_skips_validation_untrusted_refuses() -> None:
+    bad = Client("alice")
+    bad.map["a1"] = {"id": "a1"}  # not an annotation
+    with pytest.raises(AnnotationRejected):
+        AnnotationDocument.load(bad.doc.get_update())
+    # The server's own log holds only what it validated: it is loaded as it is.
+    assert AnnotationDocument.load(bad.doc.get_update(), trusted=True).annotations() == {
+        "a1": {"id": "a1"}
+    }
