@@ -25,11 +25,16 @@ not errors; a participant whose last pointer never reaches someone is an error.
 
 Late join (parent, after the load): one more room; a participant fills its document with
 ``--late-join-annotations`` annotations in updates of at most ``FILL_UPDATE_BYTES`` (the
-server's socket.io message limit is 64 KiB), then a second participant connects and sends
-sync step 1; ``late_join_10k_ms`` runs from its websocket connect to the sync step 2
-received and applied (holding every annotation). ``doc_bytes``: the room's update log as
-stored (``sum(length(data))`` of ``annotation_updates`` in the spawned server's SQLite
-file), else the size of the pycrdt snapshot the late joiner received (``doc_bytes_source``).
+server's socket.io message limit is 64 KiB); after ``QUIET_S`` without changes (a late
+joiner comes to a room that is being looked at, not one being filled; the server encodes
+a quiet image's full state ahead, ``PREPARE_AFTER_S`` in consultd/annotate/service.py) a
+second participant connects and sends sync step 1; ``late_join_10k_ms`` runs from its
+websocket connect to the sync step 2 received and applied (holding every annotation).
+``late_join_room_rss_mb``: the server's RSS growth from before the fill to after the
+sync (its document, restore point and cached full state, plus allocator slack).
+``doc_bytes``: the room's update log as stored (``sum(length(data))`` of
+``annotation_updates`` in the spawned server's SQLite file), else the size of the pycrdt
+snapshot the late joiner received (``doc_bytes_source``).
 
 Server CPU per update: server CPU during the drawing phase over the updates it accepted
 (awareness relaying included; ``--awareness-hz 0`` leaves it out).
@@ -89,6 +94,7 @@ FILL_BURST = 80
 LATE_JOIN_FRAME = 256 << 20  # the late joiner's sync step 2 holds the whole document
 SYNC_TIMEOUT_S = 30.0
 SETTLE_S = 1.0
+QUIET_S = 2.0  # > the server's PREPARE_AFTER_S (1 s)
 DRAIN_S = join_chat.DRAIN_S
 PLAN_TIMEOUT_S = join_chat.PLAN_TIMEOUT_S
 PROGRESS_EVERY_S = join_chat.PROGRESS_EVERY_S
@@ -235,6 +241,7 @@ async def _drive(
     )
 
     cpu0 = probe.cpu_s() if probe else 0.0
+    rss0 = probe.rss_bytes() if probe else 0
     wall0 = time.monotonic()
     draw_start = time.time_ns() + NS // 4
     for w in range(n_workers):
@@ -248,6 +255,7 @@ async def _drive(
     ctx.progress.phase("drawing", round(rate * duration), unit="update")
     results = await pool.gather("result", duration + DRAIN_S + 30.0, join_chat.progress_of(ctx))
     cpu_draw = (probe.cpu_s() - cpu0) if probe else None
+    ctx.args.rss_drawing_kb = (probe.rss_bytes() - rss0) / 1024 if probe else None
     ctx.args.draw_wall_s = time.monotonic() - wall0  # drawing phase, drain included
     ctx.progress.close()
 
@@ -329,6 +337,13 @@ def _combine(
             if cpu_draw is not None and deliveries + aw_got
             else None
         ),
+        # server memory the drawing added (documents, restore points, update caches)
+        "rss_kb_per_drawing_room": (
+            round(ctx.args.rss_drawing_kb / len(plan), 1)
+            if ctx.args.rss_drawing_kb is not None and plan
+            else None
+        ),
+        "late_join_room_rss_mb": late["room_rss_mb"],
         "drawing_room_doc_bytes_mean": (
             round(draw_rooms[0] / len(plan)) if draw_rooms is not None else None
         ),
@@ -374,6 +389,8 @@ async def _late_join(ctx: RunContext, n: int, addr_group: int) -> dict[str, Any]
     progress = ctx.progress
     [(room_id, codes)] = await join_chat._set_up(ctx, 1, 2, addr_group)
     progress.phase("late join: fill", n, unit="annotation")
+    probe = ctx.probe
+    rss0 = probe.rss_bytes() if probe else 0
     session = new_session(loopback_address(addr_group, 0))
     clients: list[SioClient] = []
     errors = 0
@@ -388,6 +405,7 @@ async def _late_join(ctx: RunContext, n: int, addr_group: int) -> dict[str, Any]
         detail["fill_updates"] = updates
         detail["fill_s"] = round(time.perf_counter() - t_fill, 2)
 
+        await asyncio.sleep(QUIET_S)
         progress.phase("late join: sync", 1, unit="join")
         joiner_adm = await redeem(session, ctx.url, room_id, codes[0], "Bench late joiner")
         loop = asyncio.get_running_loop()
@@ -431,6 +449,9 @@ async def _late_join(ctx: RunContext, n: int, addr_group: int) -> dict[str, Any]
     finally:
         await asyncio.gather(*(c.close() for c in clients))
         await session.close()
+    # what the server holds for this room once filled and synced (one document of n
+    # annotations, its restore point, the cached full-state message)
+    room_rss_mb = round((probe.rss_bytes() - rss0) / 2**20, 1) if probe else None
     stored = _stored_bytes(ctx, [room_id])
     if stored is not None:
         detail["stored_updates"] = stored[1]
@@ -439,6 +460,7 @@ async def _late_join(ctx: RunContext, n: int, addr_group: int) -> dict[str, Any]
         doc_bytes, source = snapshot_bytes, "pycrdt snapshot (update log not readable)"
     return {
         "late_join_ms": late_ms,
+        "room_rss_mb": room_rss_mb,
         "doc_bytes": doc_bytes,
         "doc_bytes_source": source,
         "detail": detail,
