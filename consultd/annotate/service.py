@@ -7,12 +7,12 @@ one y-protocols message (sync step 1 or 2, update, awareness). Updates are valid
 sent to the rest of the room.
 
 Fan-out (``_Outbox``, one per room): a message goes out at once while the room is quiet;
-past ``IMMEDIATE_PER_TICK`` messages within one ``TICK_S`` the rest wait for the end of
-the tick and go out together: each sender's updates to one image merged into one update
-(``merge_updates``), sent to everyone but that sender; the pointers on one image as one
-awareness update holding each client's newest state, sent to everyone (a client ignores
-its own state). Every member then gets a frame per image and sender per tick, not one
-per message.
+past ``IMMEDIATE_PER_TICK`` updates within one ``TICK_S`` (or one pointer message within
+``POINTER_TICK_S``) the rest wait for the end of the tick and go out together: each
+sender's updates to one image merged into one update (``merge_updates``), sent to everyone
+but that sender; the pointers on one image as one awareness update holding each client's
+newest state, sent to everyone (a client ignores its own state). Every member then gets a
+frame per image and sender per tick, not one per message.
 
 Awareness (pointers, the image being looked at): the server keeps each client's newest
 state per image while its participant is connected, sends them to a peer that syncs, and
@@ -87,10 +87,15 @@ _LOG = (
 EMPTY_STATE_VECTOR = b"\x00"
 
 
-#: Length of a fan-out tick (module docstring).
+#: Length of a fan-out tick for updates (module docstring).
 TICK_S = 0.016
-#: Messages a room sends at once within one tick before it starts to coalesce.
+#: Updates a room sends at once within one tick before it starts to coalesce.
 IMMEDIATE_PER_TICK = 2
+#: Pointers: after one sent at once, the rest of the tick's wait, newest per client. A
+#: write to a socket costs more than anything else per delivery (loopback: 20-30 us),
+#: and 30 pointer frames a second look smooth; a room of 50 moving pointers at 10 Hz
+#: then costs 30 x 50 writes a second, not 500 x 49.
+POINTER_TICK_S = 0.033
 #: Awareness client ids one participant may use in a room (tabs, images).
 MAX_CLIENTS_PER_PARTICIPANT = 16
 
@@ -150,44 +155,71 @@ class _Entry:
         self.doc.close()
 
 
-class _Outbox:
-    """A room's pending fan-out (module docstring)."""
+class _Pacer:
+    """When a room's messages of one kind go out: at once while quiet, else at the end of
+    the tick (module docstring)."""
 
-    __slots__ = ("awareness", "notifier", "room_id", "sent", "timer", "updates", "window")
+    __slots__ = ("burst", "flush", "sent", "tick_s", "timer", "window")
 
-    def __init__(self, notifier: Notifier, room_id: str) -> None:
-        self.notifier = notifier
-        self.room_id = room_id
-        self.window = 0.0
+    def __init__(self, tick_s: float, burst: int, flush: Callable[[], None]) -> None:
+        self.tick_s = tick_s
+        self.burst = burst
+        self.flush = flush
+        self.window = -tick_s
         self.sent = 0
         self.timer: asyncio.TimerHandle | None = None
-        self.updates: dict[tuple[str, str], list[bytes]] = {}  # (image, sender) -> updates
-        self.awareness: dict[str, dict[int, AwarenessEntry]] = {}
 
-    def _now(self) -> bool:
+    def now(self) -> bool:
         """Whether a message may go out at once; else the caller queues it."""
         if self.timer is not None:
             return False
         loop = asyncio.get_running_loop()
         t = loop.time()
-        if t - self.window >= TICK_S:
+        if t - self.window >= self.tick_s:
             self.window, self.sent = t, 0
-        if self.sent < IMMEDIATE_PER_TICK:
+        if self.sent < self.burst:
             self.sent += 1
             return True
-        self.timer = loop.call_at(self.window + TICK_S, self.flush)
+        self.timer = loop.call_at(self.window + self.tick_s, self._fire)
         return False
 
+    def _fire(self) -> None:
+        self.timer = None
+        self.flush()
+        # What arrives in the next tick coalesces too; a quiet tick reopens immediate sends.
+        self.window = asyncio.get_running_loop().time()
+        self.sent = self.burst
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class _Outbox:
+    """A room's pending fan-out (module docstring)."""
+
+    __slots__ = ("awareness", "notifier", "pointers", "room_id", "updates", "writes")
+
+    def __init__(self, notifier: Notifier, room_id: str) -> None:
+        self.notifier = notifier
+        self.room_id = room_id
+        self.updates: dict[tuple[str, str], list[bytes]] = {}  # (image, sender) -> updates
+        self.awareness: dict[str, dict[int, AwarenessEntry]] = {}
+        self.writes = _Pacer(TICK_S, IMMEDIATE_PER_TICK, self._flush_updates)
+        self.pointers = _Pacer(POINTER_TICK_S, 1, self._flush_pointers)
+
     def update(self, doc_id: str, update: bytes, sender: str) -> None:
-        if self._now():
+        if self.writes.now():
+            data = update_message(update)
             self.notifier.broadcast(
-                self.room_id, "y", {"doc": doc_id, "data": update_message(update)}, exclude=sender
+                self.room_id, "y", {"doc": doc_id, "data": data}, exclude=sender
             )
         else:
             self.updates.setdefault((doc_id, sender), []).append(update)
 
     def awareness_entries(self, doc_id: str, entries: list[AwarenessEntry], sender: str) -> None:
-        if self._now():
+        if self.pointers.now():
             data = awareness_message(awareness_update(entries))
             self.notifier.broadcast(
                 self.room_id, "y", {"doc": doc_id, "data": data}, exclude=sender
@@ -197,26 +229,24 @@ class _Outbox:
             for e in entries:
                 pending[e.client] = e
 
-    def flush(self) -> None:
-        self.timer = None
+    def _flush_updates(self) -> None:
         updates, self.updates = self.updates, {}
-        awareness, self.awareness = self.awareness, {}
-        broadcast = self.notifier.broadcast
         for (doc_id, sender), pending in updates.items():
             merged = merge_updates(*pending) if len(pending) > 1 else pending[0]
             data = update_message(merged)
-            broadcast(self.room_id, "y", {"doc": doc_id, "data": data}, exclude=sender)
+            self.notifier.broadcast(
+                self.room_id, "y", {"doc": doc_id, "data": data}, exclude=sender
+            )
+
+    def _flush_pointers(self) -> None:
+        awareness, self.awareness = self.awareness, {}
         for doc_id, states in awareness.items():
             data = awareness_message(awareness_update(states.values()))
-            broadcast(self.room_id, "y", {"doc": doc_id, "data": data})
-        # What arrives in the next tick coalesces too; a quiet tick reopens immediate sends.
-        self.window = asyncio.get_running_loop().time()
-        self.sent = IMMEDIATE_PER_TICK
+            self.notifier.broadcast(self.room_id, "y", {"doc": doc_id, "data": data})
 
     def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.writes.close()
+        self.pointers.close()
 
 
 class RoomAnnotations:

@@ -13,7 +13,7 @@ from annotations.sync import (
     parse_awareness,
     parse_message,
 )
-from consultd.annotate.service import IMMEDIATE_PER_TICK, TICK_S, _Outbox
+from consultd.annotate.service import IMMEDIATE_PER_TICK, POINTER_TICK_S, TICK_S, _Outbox
 
 
 class Recorder:
@@ -72,8 +72,8 @@ async def test_pointers_coalesce_to_each_clients_newest_state() -> None:
         for client in (1, 2, 3):
             state = b'{"x":' + str(clock).encode() + b"}"
             box.awareness_entries("img", [AwarenessEntry(client, clock, state)], f"p{client}")
-    await asyncio.sleep(TICK_S * 3)
-    assert len(rec.sent) == IMMEDIATE_PER_TICK + 1
+    await asyncio.sleep(POINTER_TICK_S * 3)
+    assert len(rec.sent) == 2, "one pointer at once, then the tick's newest states"
     doc_id, data, exclude = rec.sent[-1]
     msg = parse_message(data)
     assert doc_id == "img" and exclude is None and msg.kind is MessageKind.AWARENESS
