@@ -16,7 +16,8 @@ to decode are refused before the document changes (yrs decodes the whole update 
 integrating it), so they need no rebuild.
 
 Checks, per changed key: the value is a valid annotation (``validate_annotation``) whose
-``id`` is its key; an added annotation's ``author`` is the sender; an updated or deleted
+``id`` is its key; an added annotation's ``author`` is the sender unless the sender is
+the host (a host's edit that raced the author's delete arrives as an add); an updated or deleted
 annotation's previous ``author`` is the sender unless the sender is the host; and an update
 never changes the ``author``. The update may not create any root other than
 ``"annotations"``, nor exceed ``max_update_bytes``.
@@ -124,7 +125,9 @@ def _check_changes(
         path = _key_path(key)
         action = change.get("action")
         if action == "add":
-            if _check_value(path, change.get("newValue")) != author:
+            # The host may add under another author: an edit of theirs that raced the
+            # author's delete arrives as an add, and so does undoing that delete.
+            if _check_value(path, change.get("newValue")) != author and not is_host:
                 raise AnnotationRejected(path + ".author", "not the sender")
             added.append(key)
         elif action == "update":
@@ -246,8 +249,11 @@ class AnnotationDocument:
             raise AnnotationRejected("update", "not a Yjs update") from None
         changes, changed = self._keys, self._changed
         if not changed:
-            if clocks is not None and clocks[0] == clocks[1]:
-                # New structs, nothing integrated: they wait on items the server lacks.
+            if (clocks is not None and clocks[0] == clocks[1]) or (
+                clocks is None and _deletes_unknown(update, self._doc.get_state())
+            ):
+                # Nothing integrated, yet new structs, or deletions of items the server
+                # lacks: yrs holds them back for a later update (of another sender).
                 self._restore()
                 raise AnnotationRejected("update", "depends on changes the server lacks; resync")
             return Applied()  # a duplicate
@@ -371,6 +377,27 @@ def _check_no_gap(update: bytes, state_vector: bytes) -> tuple[int, int] | None:
         _check_decodes(update)
         raise AnnotationRejected("update", "depends on changes the server lacks; resync")
     return first_clock, clock
+
+
+def _deletes_unknown(update: bytes, state_vector: bytes) -> bool:
+    """Whether a deletions-only update (Yjs update v1: var-uint 0 clients, then the delete
+    set: var-uint client count, per client its id, range count and (clock, length)
+    ranges) deletes anything past the document's clock for that client."""
+    try:
+        pos = read_var_uint(update, 0)[1]
+        n_clients, pos = read_var_uint(update, pos)
+        for _ in range(n_clients):
+            client, pos = read_var_uint(update, pos)
+            n_ranges, pos = read_var_uint(update, pos)
+            known = _client_clock(state_vector, client)
+            for _ in range(n_ranges):
+                clock, pos = read_var_uint(update, pos)
+                length, pos = read_var_uint(update, pos)
+                if clock + length > known:
+                    return True
+    except SyncError:
+        return True  # yrs took it, so this does not happen; refuse rather than guess
+    return False
 
 
 def _check_decodes(update: bytes) -> None:

@@ -91,7 +91,9 @@ class Store:
                     for _, done in jobs:
                         if not done.done():
                             done.set_result(None)
-            elif self._closing:
+            # close() may have woken this loop while it was committing: nothing new is
+            # queued, so that wake is spent and no other will come.
+            if self._closing and not self._jobs:
                 return
 
     async def _commit(self, work: list[Work]) -> None:

@@ -312,3 +312,27 @@ def test_trusted_load_skips_validation_untrusted_refuses() -> None:
     assert AnnotationDocument.load(bad.doc.get_update(), trusted=True).annotations() == {
         "a1": {"id": "a1"}
     }
+
+
+def test_a_delete_before_its_add_is_refused_not_taken_for_a_duplicate() -> None:
+    server, alice = AnnotationDocument(), Client("alice")
+    add = alice.edit(a9=note("a9", "alice"))
+    delete = alice.edit(a9=None)
+    with pytest.raises(AnnotationRejected, match="lacks"):
+        server.apply(delete, author="alice", is_host=False)
+    assert server.apply(add, author="alice", is_host=False).added == ("a9",)
+    assert server.apply(delete, author="alice", is_host=False).deleted == ("a9",)
+    # Sent again, the same delete is a duplicate.
+    assert not server.apply(delete, author="alice", is_host=False).changed
+
+
+def test_the_host_may_restore_anothers_annotation_a_participant_may_not() -> None:
+    server, alice, bob = _seeded()
+    b1 = bob.map["b1"]
+    assert server.apply(bob.edit(b1=None), author="bob", is_host=False).deleted == ("b1",)
+    alice.sync_with(server)
+    with pytest.raises(AnnotationRejected, match="not the sender"):
+        server.apply(alice.edit(b1=b1), author="alice", is_host=False)
+    host = Client("host")
+    host.sync_with(server, is_host=True)
+    assert server.apply(host.edit(b1=b1), author="host", is_host=True).added == ("b1",)

@@ -119,3 +119,15 @@ async def test_a_failed_commit_fails_its_callers_and_keeps_the_chain(database_ur
     finally:
         await store.close()
         await store.db.close()
+
+
+async def test_close_writes_what_is_queued_and_returns(database_url: str) -> None:
+    store = await _store(database_url)
+    try:
+        done = store.later(Insert(annotation_updates, _row(1)), _event(1))
+        # close() wakes the writer while it may be committing: it must still return.
+        async with asyncio.timeout(5):
+            await store.close()
+        assert done.done() and done.exception() is None
+    finally:
+        await store.db.close()
