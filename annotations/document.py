@@ -20,7 +20,8 @@ Checks, per changed key: the value is a valid annotation (``validate_annotation`
 the host (a host's edit that raced the author's delete arrives as an add); an updated or deleted
 annotation's previous ``author`` is the sender unless the sender is the host; and an update
 never changes the ``author``. The update may not create any root other than
-``"annotations"``, nor exceed ``max_update_bytes``.
+``"annotations"``, nor exceed ``max_update_bytes``; and a document past
+``max_document_bytes`` (encoded) takes deletions only, which bounds a room's memory.
 
 Gaps: yrs keeps structs whose causal predecessors are missing as *pending* and integrates
 them when a later update fills the gap, which would check their effects against that later
@@ -44,6 +45,7 @@ from annotations.sync import SyncError, read_var_uint
 
 __all__ = [
     "MAP_NAME",
+    "MAX_DOCUMENT_BYTES",
     "MAX_UPDATE_BYTES",
     "AnnotationDocument",
     "AnnotationRejected",
@@ -55,6 +57,8 @@ __all__ = [
 MAP_NAME: Final = "annotations"
 #: Largest update accepted from a client, in bytes.
 MAX_UPDATE_BYTES: Final = 1024 * 1024
+#: Largest encoded document that still takes additions (about 100,000 typical shapes).
+MAX_DOCUMENT_BYTES: Final = 48 * 1024 * 1024
 
 #: One key's change as reported by ``MapEvent.keys``:
 #: ``{"action": "add" | "update" | "delete", "oldValue": ..., "newValue": ...}``.
@@ -164,8 +168,14 @@ class AnnotationDocument:
     the sync handshake; ``snapshot`` and ``load`` persist the whole document.
     """
 
-    def __init__(self, *, max_update_bytes: int = MAX_UPDATE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_update_bytes: int = MAX_UPDATE_BYTES,
+        max_document_bytes: int = MAX_DOCUMENT_BYTES,
+    ) -> None:
         self.max_update_bytes = max_update_bytes
+        self.max_document_bytes = max_document_bytes
         self._closed = False
         self._keys: dict[str, _KeyChange] = {}
         self._changed = False
@@ -241,6 +251,12 @@ class AnnotationDocument:
                 "update", "larger than " + str(self.max_update_bytes) + " bytes"
             )
         clocks = _check_no_gap(update, self._doc.get_state())
+        if clocks is not None and self._size_bound() + len(update) > self.max_document_bytes:
+            # The bound overestimates after deletions: measure before refusing.
+            if len(self.snapshot()) + len(update) > self.max_document_bytes:
+                raise AnnotationRejected(
+                    "update", "the image holds too many annotations: delete some first"
+                )
         self._keys = {}
         self._changed = False
         try:
@@ -271,6 +287,10 @@ class AnnotationDocument:
             self._since_restore = []
             self._since_bytes = 0
         return Applied(tuple(added), tuple(updated), tuple(deleted), changed)
+
+    def _size_bound(self) -> int:
+        """At least the encoded size: the restore point plus the updates since."""
+        return len(self._restore_state) + self._since_bytes
 
     def _restore(self) -> None:
         """Back to the last accepted update: the restore point, then what followed it."""

@@ -336,3 +336,20 @@ def test_the_host_may_restore_anothers_annotation_a_participant_may_not() -> Non
     host = Client("host")
     host.sync_with(server, is_host=True)
     assert server.apply(host.edit(b1=b1), author="host", is_host=True).added == ("b1",)
+
+
+def test_a_full_document_takes_deletions_only() -> None:
+    server, alice = AnnotationDocument(max_document_bytes=4000), Client("alice")
+    added = 0
+    with pytest.raises(AnnotationRejected, match="too many annotations"):
+        for i in range(100):
+            server.apply(
+                alice.edit(**{f"a{i}": note(f"a{i}", "alice")}), author="alice", is_host=False
+            )
+            added += 1
+    assert 0 < added < 100 and len(server.annotations()) == added
+    alice = Client("alice")
+    alice.sync_with(server)
+    assert server.apply(alice.edit(a0=None), author="alice", is_host=False).deleted == ("a0",)
+    more = alice.edit(b1=note("b1", "alice"))
+    assert server.apply(more, author="alice", is_host=False).added == ("b1",), "room again"
