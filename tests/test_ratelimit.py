@@ -30,3 +30,14 @@ def test_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         lim.hit(f"k{i}")
         now[0] += 0.001
     assert len(lim._buckets) <= 100
+
+
+def test_a_tumour_board_of_fifty_can_redeem_one_rooms_code_at_once() -> None:
+    from typing import Any, cast
+
+    from consultd.rooms.service import RoomService
+
+    none = cast(Any, None)
+    rooms = RoomService(none, none, none, secret_key=b"k" * 32, grace_s=30, history_limit=50)
+    for _ in range(50):
+        rooms.redeem_per_room.hit("room-1")

@@ -117,7 +117,9 @@ class RoomService:
         self.redeem_per_ip = RateLimiter(
             "share code redemption per address", rate=10 / 60, burst=10
         )
-        self.redeem_per_room = RateLimiter("share code redemption per room", rate=30 / 60, burst=30)
+        # Per room, all attempts: a tumour board of 50 joins within a minute; guessing is
+        # bounded by the per-address limit and each code's lock after 10 wrong secrets.
+        self.redeem_per_room = RateLimiter("share code redemption per room", rate=2.0, burst=120)
 
     # -- physicians (HTTP) ---------------------------------------------------------------
 
