@@ -98,8 +98,6 @@ IMMEDIATE_PER_TICK = 2
 POINTER_TICK_S = 0.033
 #: Awareness client ids one participant may use in a room (tabs, images).
 MAX_CLIENTS_PER_PARTICIPANT = 16
-
-
 #: Quiet time after which an image's full state is encoded ahead of the next late joiner.
 PREPARE_AFTER_S = 1.0
 
