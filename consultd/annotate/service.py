@@ -100,6 +100,10 @@ POINTER_TICK_S = 0.033
 MAX_CLIENTS_PER_PARTICIPANT = 16
 #: Quiet time after which an image's full state is encoded ahead of the next late joiner.
 PREPARE_AFTER_S = 1.0
+#: An image nobody has sent anything about for this long, with no pointer on it and no
+#: write in flight, is unloaded (its log has it all); checked every ``SWEEP_EVERY_S``.
+DOC_IDLE_S = 300.0
+SWEEP_EVERY_S = 60.0
 
 
 class _Entry:
@@ -110,7 +114,9 @@ class _Entry:
         "doc",
         "full_state_message",
         "next_seq",
+        "pending",
         "prepare",
+        "used_at",
     )
 
     def __init__(self, doc: AnnotationDocument, next_seq: int) -> None:
@@ -124,6 +130,9 @@ class _Entry:
         self.awareness: dict[int, AwarenessEntry] = {}
         self.changed_at = 0.0
         self.prepare: asyncio.TimerHandle | None = None
+        self.used_at = 0.0
+        #: Updates applied whose log rows are not committed yet (never unloaded then).
+        self.pending = 0
 
     def changed(self) -> None:
         """The document changed: drop the full state, and encode it again once the image
@@ -258,6 +267,22 @@ class RoomAnnotations:
         #: Awareness client id -> the participant using it; and the reverse.
         self.client_owner: dict[int, str] = {}
         self.clients_of: dict[str, set[int]] = {}
+        self.sweep: asyncio.TimerHandle | None = None
+
+    def watch(self) -> None:
+        """Start the sweep of idle images, if it is not running."""
+        if self.sweep is None:
+            self.sweep = asyncio.get_running_loop().call_later(SWEEP_EVERY_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self.sweep = None
+        idle_since = asyncio.get_running_loop().time() - DOC_IDLE_S
+        for doc_id, entry in list(self.docs.items()):
+            if entry.used_at < idle_since and not entry.awareness and not entry.pending:
+                del self.docs[doc_id]
+                entry.close()
+        if self.docs:
+            self.watch()
 
     def claim(self, participant_id: str, entries: list[AwarenessEntry]) -> None:
         """Refuse entries for client ids another participant uses; bind new ones."""
@@ -290,6 +315,9 @@ class RoomAnnotations:
     participant_left = participant_disconnected
 
     async def close(self) -> None:
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
         self.outbox.close()
         docs, self.docs = self.docs, {}
         for entry in docs.values():
@@ -366,6 +394,7 @@ class AnnotationService:
             "data": msg.payload,
             "at": now(),
         }
+        entry.pending += 1
         try:
             await self.store.later(
                 Insert(annotation_updates, row), *self._audit(room, doc_id, p, applied)
@@ -374,7 +403,9 @@ class AnnotationService:
             # The document holds an update the log does not: reload it from the log.
             self._forget(room, doc_id)
             raise Unavailable("the annotation could not be stored; sync again") from None
-        if seq - entry.compacted_upto >= self.compact_every:
+        finally:
+            entry.pending -= 1
+        if seq - entry.compacted_upto >= self.compact_every and not entry.doc.closed:
             # Row ``seq`` is on disk now; the snapshot may hold later updates too, which
             # their own rows repeat (applying a Yjs update twice changes nothing).
             entry.compacted_upto = seq
@@ -449,14 +480,15 @@ class AnnotationService:
     async def _entry(self, room: Room, doc_id: str) -> _Entry:
         comp = self._component(room)
         entry = comp.docs.get(doc_id)
-        if entry is not None:
-            return entry
-        lock = comp.loading.setdefault(doc_id, asyncio.Lock())
-        async with lock:
-            entry = comp.docs.get(doc_id)
-            if entry is None:
-                entry = comp.docs[doc_id] = await self._load(room, doc_id)
-        comp.loading.pop(doc_id, None)
+        if entry is None:
+            lock = comp.loading.setdefault(doc_id, asyncio.Lock())
+            async with lock:
+                entry = comp.docs.get(doc_id)
+                if entry is None:
+                    entry = comp.docs[doc_id] = await self._load(room, doc_id)
+                    comp.watch()
+            comp.loading.pop(doc_id, None)
+        entry.used_at = asyncio.get_running_loop().time()
         return entry
 
     async def _load(self, room: Room, doc_id: str) -> _Entry:
