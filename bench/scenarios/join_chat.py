@@ -48,7 +48,7 @@ from bench.client import (
     new_session,
     redeem,
 )
-from bench.pool import Message, WorkerLink, WorkerPool
+from bench.pool import Message, WorkerLink, WorkerPool, run_loop
 from bench.scenario import Defaults, Options, RunContext, ScenarioResult
 
 NAME = "join-chat"
@@ -349,7 +349,7 @@ def _combine(
 
 def worker_main(link: WorkerLink) -> None:
     """Entry point of a worker process (spawn context)."""
-    asyncio.run(_worker(link))
+    run_loop(_worker(link))
 
 
 async def _worker(link: WorkerLink) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from annotations.document import AnnotationDocument
-from bench.scenarios.annotations import STROKE_UPDATES, Drawer, awareness_update
+from bench.scenarios.annotations import STROKE_UPDATES, Drawer
 from tests.bench.test_bench_cli import REPORT_KEYS, _bench
 
 
@@ -25,9 +25,20 @@ def test_drawer_updates_pass_the_server_checks() -> None:
     server.close()
 
 
-def test_awareness_update_layout() -> None:
-    # count 1, clientID 300 (varUint 0xac 0x02), clock 2, then the JSON state as a varString
-    assert awareness_update(300, 2, {"a": 1}) == b"\x01\xac\x02\x02\x07" + b'{"a":1}'
+def test_pointer_is_one_awareness_update_with_a_json_state() -> None:
+    import json
+    import random
+
+    from annotations.sync import MessageKind, parse_awareness, parse_message
+
+    pen = Drawer("w0r1p2", random.Random(1))
+    msg = parse_message(pen.pointer())
+    assert msg.kind is MessageKind.AWARENESS
+    [entry] = parse_awareness(msg.payload)
+    assert (entry.client, entry.clock) == (pen.client_id, 1)
+    state = json.loads(entry.state)
+    assert state["user"] == {"name": "w0r1p2", "color": pen.color}
+    assert set(state["pointer"]) == {"x", "y"} and state["t"] == pen.last_t
 
 
 def test_help_lists_annotations_options() -> None:
