@@ -686,30 +686,13 @@ class Worker(join_chat.Worker):
         finally:
             lag_task.cancel()
             aw_task.cancel()
-        failed = self.unsent + sum(
-            1 for rec in self.sent.values() if rec[RECEIVED] < rec[EXPECTED] or rec[ACK] != 1
-        )
-        ack_timeouts = sum(1 for rec in self.sent.values() if rec[ACK] == 0)
-        if ack_timeouts:
-            self.chat_errors["ack_timeout"] += ack_timeouts
         self.link.send("result", {
-            "sent": len(self.sent),
-            "acked": sum(1 for rec in self.sent.values() if rec[ACK] == 1),
-            "failed_messages": failed,
-            "expected": self.expected,
-            "deliveries": self.received,
+            **self._result(),
             "awareness_sent": self.aw_sent,
             "awareness_received": self.aw_received,
             "awareness_expected": self.aw_expected,
             "awareness_last_missing": self._aw_missing(),
             "aw_ns": self.aw_ns.tobytes(),
-            "errors": dict(self.chat_errors),
-            "disconnects": self.disconnects,
-            "lat_ns": self.lat_ns.tobytes(),
-            "lat_at_ns": self.lat_at_ns.tobytes(),
-            "ack_ns": self.ack_ns.tobytes(),
-            "late_ns": self.late_ns.tobytes(),
-            "lag_ns": self.lag_ns.tobytes(),
             "size": self.sizes.tobytes(),
         })  # fmt: skip
 

@@ -448,13 +448,17 @@ class Worker:
             await self._chat(chat["start_ns"], chat["rate"], chat["duration"])
         finally:
             lag_task.cancel()
+        self.link.send("result", self._result())
+
+    def _result(self) -> dict[str, Any]:
+        """The load phase's accounting, for the parent (scenarios add their own keys)."""
         failed = self.unsent + sum(
             1 for rec in self.sent.values() if rec[RECEIVED] < rec[EXPECTED] or rec[ACK] != 1
         )
         ack_timeouts = sum(1 for rec in self.sent.values() if rec[ACK] == 0)
         if ack_timeouts:
             self.chat_errors["ack_timeout"] += ack_timeouts
-        self.link.send("result", {
+        return {
             "sent": len(self.sent),
             "acked": sum(1 for rec in self.sent.values() if rec[ACK] == 1),
             "failed_messages": failed,
@@ -467,7 +471,7 @@ class Worker:
             "ack_ns": self.ack_ns.tobytes(),
             "late_ns": self.late_ns.tobytes(),
             "lag_ns": self.lag_ns.tobytes(),
-        })  # fmt: skip
+        }
 
     async def close(self) -> None:
         self.closing = True
