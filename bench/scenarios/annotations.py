@@ -544,16 +544,7 @@ async def _fill(client: SioClient, author: str, n: int, progress: Any) -> int:
 
 def worker_main(link: WorkerLink) -> None:
     """Entry point of a worker process (spawn context)."""
-    run_loop(_worker(link))
-
-
-async def _worker(link: WorkerLink) -> None:
-    plan = await link.recv("plan", PLAN_TIMEOUT_S)
-    worker = Worker(link, plan)
-    try:
-        await worker.run()
-    finally:
-        await worker.close()
+    run_loop(join_chat.serve_worker(link, Worker))
 
 
 class Worker(join_chat.Worker):

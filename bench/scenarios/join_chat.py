@@ -349,12 +349,13 @@ def _combine(
 
 def worker_main(link: WorkerLink) -> None:
     """Entry point of a worker process (spawn context)."""
-    run_loop(_worker(link))
+    run_loop(serve_worker(link, Worker))
 
 
-async def _worker(link: WorkerLink) -> None:
+async def serve_worker(link: WorkerLink, worker_class: type[Worker]) -> None:
+    """Take the plan from the parent, then run the worker of ``worker_class`` on it."""
     plan = await link.recv("plan", PLAN_TIMEOUT_S)
-    worker = Worker(link, plan)
+    worker = worker_class(link, plan)
     try:
         await worker.run()
     finally:
