@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import operator
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 CHECKPOINT_ROWS = 1000
 
 log = logging.getLogger(__name__)
+
+_InsertPlan = tuple[str, tuple[bool, ...], Callable[[dict[str, Any]], tuple[Any, ...]]]
 
 
 def async_url(url: str) -> str:
@@ -69,7 +72,8 @@ class Database:
         self._checkpoint: asyncio.Future[None] | None = None
         self._rows_since_checkpoint = 0
         self._changes_seen = 0
-        self._sqlite_sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        # (table, columns) -> (INSERT statement, which columns hold JSON, row -> params)
+        self._sqlite_sql: dict[tuple[str, tuple[str, ...]], _InsertPlan] = {}
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (alembic ``upgrade head``)."""
@@ -163,20 +167,24 @@ class Database:
         if not rows:
             return
         cols = tuple(rows[0])
-        sql = self._sqlite_sql.get((table.name, cols))
-        if sql is None:
-            sql = self._sqlite_sql[table.name, cols] = (
+        plan = self._sqlite_sql.get((table.name, cols))
+        if plan is None:
+            sql = (
                 "INSERT INTO " + table.name + " (" + ", ".join(cols) + ") VALUES ("
                 + ", ".join("?" * len(cols)) + ")"
             )  # fmt: skip
-        as_json = [isinstance(table.c[c].type, sa.JSON) for c in cols]
-        conn.executemany(
-            sql,
-            [
+            as_json = tuple(isinstance(table.c[c].type, sa.JSON) for c in cols)
+            getter = operator.itemgetter(*cols) if len(cols) > 1 else lambda r: (r[cols[0]],)
+            plan = self._sqlite_sql[table.name, cols] = (sql, as_json, getter)
+        sql, as_json, params_of = plan
+        if any(as_json):
+            params: Any = [
                 tuple(json.dumps(r[c]) if j else r[c] for c, j in zip(cols, as_json, strict=True))
                 for r in rows
-            ],
-        )
+            ]
+        else:
+            params = map(params_of, rows)  # C, no Python frame per row
+        conn.executemany(sql, params)
 
     async def close(self) -> None:
         if self._checkpoint is not None:

@@ -9,6 +9,11 @@
   table and one transaction (``Database.insert_many``), so a busy room's update log costs
   one round trip per commit, not several per update. Jobs (coroutine functions) run after
   them, in one transaction of their own. ``close()`` drains the queue.
+
+Under load a commit starts at most every ``COMMIT_GAP_S``: work that arrives sooner waits
+for the rest of the gap and shares that commit. A transaction has a fixed cost (about
+0.1 ms on SQLite: BEGIN, COMMIT, the WAL write) that many small ones would pay per
+update; a quiet room's update still commits at once.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from consultd.store.tables import audit_events
 log = logging.getLogger(__name__)
 
 Job = Callable[[AsyncConnection], Awaitable[None]]
+
+#: The shortest time between the starts of two group commits (module docstring).
+COMMIT_GAP_S = 0.003
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +82,14 @@ class Store:
         return done
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -COMMIT_GAP_S
         while True:
             await self._wake.wait()
+            wait = last + COMMIT_GAP_S - loop.time()
+            if wait > 0 and not self._closing:
+                await asyncio.sleep(wait)
+            last = loop.time()
             self._wake.clear()
             jobs, self._jobs = self._jobs, []
             if jobs:
