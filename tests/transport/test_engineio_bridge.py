@@ -82,3 +82,77 @@ async def test_ping_timer_sends_a_ping_then_waits_for_the_pong() -> None:
     sock.schedule_ping()
     await asyncio.sleep(0.03)
     assert sock.queue.empty()
+
+
+def test_websocket_handler_is_replaced_and_keeps_the_handshake() -> None:
+    from consultd.transport import _engineio_bridge
+
+    assert AsyncSocket._websocket_handler is _engineio_bridge._websocket_handler
+    # What the replacement copies from the original: the upgrade probe, the NOOP that
+    # ends the long poll, the UPGRADE packet, the writer's None sentinel, the close.
+    import engineio.async_socket
+
+    source = inspect.getsource(engineio.async_socket).split(
+        "async def _websocket_handler(self, ws):", 1
+    )[1]
+    for needle in (
+        "data='probe'",
+        "packet.NOOP",
+        "packet.UPGRADE",
+        "self.upgraded = True",
+        "await self.queue.put(None)",
+        "reason=self.server.reason.TRANSPORT_CLOSE",
+    ):
+        assert needle in source, needle
+
+
+async def test_a_silent_peer_is_cut_off_after_the_ping_timeout() -> None:
+    import asyncio
+
+    from engineio import packet
+
+    from consultd.transport._engineio_bridge import AsyncServer
+
+    class Transport:
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    sio = AsyncServer(async_mode="aiohttp", ping_interval=0.01, ping_timeout=0.02)
+    sock = AsyncSocket(sio.eio, "sid")
+    transport = Transport()
+    sock.fast_transport = transport
+    sock.last_ping = 1.0
+    sock.schedule_ping()
+    await asyncio.sleep(0.02)
+    assert sock.queue.get_nowait().packet_type == packet.PING
+    await asyncio.sleep(0.04)  # no PONG
+    assert transport.aborted
+    assert sock.queue.get_nowait() is None  # the writer's sentinel: the read loop ends
+
+
+async def test_a_pong_in_time_keeps_the_peer() -> None:
+    import asyncio
+
+    from engineio import packet
+
+    from consultd.transport._engineio_bridge import AsyncServer
+
+    class Transport:
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    sio = AsyncServer(async_mode="aiohttp", ping_interval=0.01, ping_timeout=0.03)
+    sock = AsyncSocket(sio.eio, "sid")
+    transport = Transport()
+    sock.fast_transport = transport
+    sock.last_ping = 1.0
+    sock.schedule_ping()
+    await asyncio.sleep(0.02)
+    assert sock.queue.get_nowait().packet_type == packet.PING
+    await sock.receive(packet.Packet(packet.PONG))
+    await asyncio.sleep(0.025)  # past the first PING's deadline, before the next one's
+    assert not transport.aborted
