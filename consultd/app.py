@@ -12,6 +12,9 @@ from consultd.auth.accounts import Accounts
 from consultd.auth.passwords import Passwords
 from consultd.chat.service import ChatService
 from consultd.config import Settings
+from consultd.imaging.dicomweb import IMAGING
+from consultd.imaging.dicomweb import add_routes as add_dicomweb_routes
+from consultd.imaging.service import ImagingService
 from consultd.metrics import Metrics
 from consultd.rooms.registry import RoomRegistry
 from consultd.rooms.service import RoomService, load_or_create_secret
@@ -63,6 +66,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
     db = Database(settings.resolved_database_url)
     store = Store(db)
     registry = RoomRegistry(store)
+    secret_key = load_or_create_secret(settings.data_dir / "secret.key")
     services = Services(
         settings=settings,
         store=store,
@@ -76,7 +80,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
             store,
             registry,
             gateway,
-            secret_key=load_or_create_secret(settings.data_dir / "secret.key"),
+            secret_key=secret_key,
             grace_s=settings.grace_s,
             history_limit=settings.history_limit,
         ),
@@ -84,10 +88,19 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         annotations=AnnotationService(
             store, gateway, compact_every=settings.annotation_compact_every
         ),
+        imaging=ImagingService(
+            store,
+            gateway,
+            settings.data_dir,
+            secret_key,
+            workers=settings.imaging_workers,
+        ),
         metrics=metrics,
         sockets_open=gateway.open_sockets,
     )
     app[SERVICES] = services
+    app[IMAGING] = services.imaging
+    add_dicomweb_routes(app)
     gateway.bind(services)
 
     api = build_api(settings.max_message_bytes)
@@ -103,6 +116,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
 
     async def on_startup(app: web.Application) -> None:
         await db.migrate()
+        await services.imaging.start()
         services.chat.start()
         tune_gc()
         log.info(
@@ -117,6 +131,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         # written before the store closes.
         await gateway.shutdown()
         await services.chat.close()
+        await services.imaging.close()
         await store.close()
 
     async def on_cleanup(app: web.Application) -> None:

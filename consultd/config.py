@@ -39,6 +39,9 @@ class Settings:
     #: argon2id cost; lower it only in tests.
     argon2_memory_kib: int = 64 * 1024
     argon2_time_cost: int = 3
+    #: Worker processes that parse and decode uploaded images (each under memory and CPU
+    #: limits: consultd/imaging/limits.py).
+    imaging_workers: int = 2
     log_level: str = "INFO"
     secret_file: Path | None = field(default=None)
 
@@ -78,7 +81,7 @@ ENV_HELP = """settings may also come from the environment: CONSULTD_HOST, CONSUL
 CONSULTD_DATA_DIR, CONSULTD_DATABASE_URL, CONSULTD_REDIS_URL, CONSULTD_PUBLIC_ORIGIN,
 CONSULTD_SECURE_COOKIES, CONSULTD_GRACE_S, CONSULTD_SESSION_TTL_S,
 CONSULTD_MAX_MESSAGE_BYTES, CONSULTD_MAX_QUEUED_PACKETS, CONSULTD_HISTORY_LIMIT,
-CONSULTD_ANNOTATION_COMPACT_EVERY,
+CONSULTD_ANNOTATION_COMPACT_EVERY, CONSULTD_IMAGING_WORKERS,
 CONSULTD_ARGON2_MEMORY_KIB, CONSULTD_ARGON2_TIME_COST, CONSULTD_LOG_LEVEL
 (a command-line option wins over its variable); CONSULTD_EVENT_LOOP=asyncio runs on
 asyncio's own loop instead of uvloop."""

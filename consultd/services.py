@@ -11,6 +11,7 @@ from consultd.annotate.service import AnnotationService
 from consultd.auth.accounts import Accounts
 from consultd.chat.service import ChatService
 from consultd.config import Settings
+from consultd.imaging.service import ImagingService
 from consultd.metrics import Metrics
 from consultd.rooms.registry import RoomRegistry
 from consultd.rooms.service import RoomService
@@ -26,6 +27,7 @@ class Services:
     rooms: RoomService
     chat: ChatService
     annotations: AnnotationService
+    imaging: ImagingService
     metrics: Metrics
     sockets_open: Callable[[], int]
 

@@ -19,6 +19,8 @@ class Action(StrEnum):
     END = "end"
     LEAVE = "leave"
     VIEW = "view"
+    SHARE_IMAGES = "share_images"
+    PRESENT = "present"
 
 
 _ANY = frozenset(Role)
@@ -35,16 +37,34 @@ RULES: dict[Action, frozenset[Role]] = {
     Action.END: _HOST,
     Action.LEAVE: _ANY,
     Action.VIEW: _ANY,
+    Action.SHARE_IMAGES: frozenset({Role.HOST, Role.PARTICIPANT}),
+    Action.PRESENT: frozenset({Role.HOST, Role.PARTICIPANT}),
 }
+
+#: States in which a participant's HTTP calls (images, DICOMweb) are served: past the
+#: lobby, whether or not a socket is open right now.
+ADMITTED = frozenset({State.ADMITTED, State.JOINED, State.RECONNECTING})
 
 
 def authorize(participant: Participant, room: Room, action: Action) -> None:
     """Raise unless ``participant`` may perform ``action`` in ``room`` now."""
+    _check(participant, room, action, _JOINED)
+
+
+def authorize_admitted(participant: Participant, room: Room, action: Action) -> None:
+    """``authorize`` for HTTP calls, which need no open socket (``ADMITTED`` states)."""
+    _check(participant, room, action, ADMITTED)
+
+
+_JOINED = frozenset({State.JOINED})
+
+
+def _check(participant: Participant, room: Room, action: Action, states: frozenset[State]) -> None:
     if not room.is_open:
         raise Gone("the room has ended")
     if participant.room_id != room.id:
         raise Forbidden("not a participant of this room")
-    if participant.state is not State.JOINED and action is not Action.LEAVE:
+    if participant.state not in states and action is not Action.LEAVE:
         raise Forbidden("you are not in the room yet")
     if participant.role not in RULES[action]:
         raise Forbidden(f"a {participant.role.value} cannot {action.value.replace('_', ' ')}")

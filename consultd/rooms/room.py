@@ -45,7 +45,9 @@ class RoomStatus(StrEnum):
 class RoomComponent(Protocol):
     """Something a room owns (a media router, an annotation document): closed with it.
 
-    It may also define ``async participant_disconnected(participant_id)`` (the
+    It may also define ``participant_joined(participant_id)`` (called after the
+    participant got ``joined``: send them what they need to catch up),
+    ``async participant_disconnected(participant_id)`` (the
     participant's socket went away; they may come back within the grace period) and
     ``async participant_left(participant_id)`` (removed: release what they held).
     """

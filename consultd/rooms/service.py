@@ -495,6 +495,10 @@ class RoomService:
         )
         if was is not State.JOINED:
             self.notifier.broadcast(room.id, "presence", p.to_wire(), exclude=p.id)
+        for component in list(room.components.values()):
+            on_join = getattr(component, "participant_joined", None)
+            if on_join is not None:
+                on_join(p.id)
 
     async def disconnected(self, room: Room, p: Participant) -> None:
         """The participant's (current) socket went away without ``leave``."""

@@ -133,3 +133,32 @@ annotation_updates = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("at", sa.Float, nullable=False),
 )
+
+imaging_instances = sa.Table(
+    "imaging_instances",
+    metadata,
+    #: One stored (de-identified unless the host kept identity) DICOM instance of a room.
+    #: UIDs are the stored ones (remapped per room); the file is a blob named by its SHA-256.
+    sa.Column("room_id", sa.String(32), sa.ForeignKey("rooms.id"), primary_key=True),
+    sa.Column("sop_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("study_uid", sa.String(64), nullable=False),
+    sa.Column("series_uid", sa.String(64), nullable=False),
+    sa.Column("sop_class_uid", sa.String(64), nullable=False),
+    sa.Column("transfer_syntax", sa.String(64), nullable=False),
+    sa.Column("blob", sa.String(64), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("frames", sa.Integer, nullable=False),
+    sa.Column("instance_number", sa.Integer, nullable=True),
+    #: What rendering needs without opening the file (imaging/index.py ``PixelFacts``).
+    sa.Column("pixel", sa.JSON, nullable=False),
+    #: The instance's DICOM JSON model without bulk data, UTF-8 (the metadata answer).
+    sa.Column("dicom_json", sa.LargeBinary, nullable=False),
+    #: burned_in (text may be in the pixels), identity_kept (the host opted in).
+    sa.Column("flags", sa.JSON, nullable=False),
+    #: SHA-256 of the file as uploaded: the same file again is not ingested twice.
+    sa.Column("source_sha256", sa.String(64), nullable=False),
+    sa.Column("uploaded_by", sa.String(32), nullable=False),
+    sa.Column("uploaded_at", sa.Float, nullable=False),
+    sa.Index("ix_imaging_instances_series", "room_id", "series_uid"),
+    sa.Index("ix_imaging_instances_source", "room_id", "source_sha256"),
+)

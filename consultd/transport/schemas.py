@@ -225,6 +225,30 @@ class YIn(Strict):
     data: Annotated[bytes, Field(min_length=1, max_length=1024 * 1024)]
 
 
+DicomUid = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
+
+
+class ViewState(Strict):
+    """What a presenter's viewer shows; followers' viewers track it (``viewer`` event)."""
+
+    study_uid: DicomUid
+    series_uid: DicomUid
+    sop_uid: DicomUid
+    frame: Annotated[int, Field(ge=1, le=100_000)] = 1
+    window_center: Annotated[float, Field(ge=-1e6, le=1e6)] | None = None
+    window_width: Annotated[float, Field(gt=0, le=1e7)] | None = None
+    zoom: Annotated[float, Field(ge=0.05, le=64)] = 1.0
+    pan_x: Annotated[float, Field(ge=-1e5, le=1e5)] = 0.0
+    pan_y: Annotated[float, Field(ge=-1e5, le=1e5)] = 0.0
+
+
+class ViewerIn(Strict):
+    """``follow``: true starts (or continues) presenting with ``view``; false stops."""
+
+    follow: bool
+    view: ViewState | None = None
+
+
 # -- query strings --------------------------------------------------------------------------
 
 

@@ -96,6 +96,7 @@ class Gateway:
         self._register("end", s.Empty, self._end)
         self._register("leave", s.Empty, self._leave)
         self._register("y", s.YIn, self._y)
+        self._register("viewer", s.ViewerIn, self._viewer)
 
     def open_sockets(self) -> int:
         return len(self._conns)
@@ -262,6 +263,10 @@ class Gateway:
 
     async def _y(self, conn: Connection, p: s.YIn) -> None:
         await self.services.annotations.message(conn.participant, conn.room, p.doc, p.data)
+
+    async def _viewer(self, conn: Connection, p: s.ViewerIn) -> None:
+        view = p.view.model_dump() if p.view is not None else None
+        await self.services.imaging.present(conn.participant, conn.room, p.follow, view)
 
     async def _leave(self, conn: Connection, p: s.Empty) -> None:
         await self.services.rooms.leave(conn.participant, conn.room)

@@ -1,0 +1,263 @@
+"""Imaging through a real server: uploads, de-identification on ingest, DICOMweb read and
+STOW with a third-party client (``dicomweb-client``), authorisation, caching, follow-me."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from dicomweb_client.api import DICOMwebClient
+
+from tests.imaging import dicomgen
+from tests.utils import ServerProcess, closing, connect, redeem, register
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _room(server: ServerProcess) -> tuple[Any, str, str]:
+    host = await register(server.url)
+    room = await host.create_room(lobby=False)
+    adm = await host.join(room["id"])
+    return host, room["id"], adm["token"]
+
+
+async def _upload(host: Any, room_id: str, token: str, data: bytes, **q: str) -> tuple[int, Any]:
+    url = f"/api/rooms/{room_id}/imaging/files"
+    async with host.session.post(
+        url, data=data, params=q, headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        return r.status, await r.json()
+
+
+def _series_bytes(tmp: Path, n: int = 4, **kw: Any) -> list[bytes]:
+    files = dicomgen.write_series(dicomgen.ct_series(n, **kw), tmp)
+    return [f.read_bytes() for f in files]
+
+
+def _client(server: ServerProcess, room_id: str, token: str) -> DICOMwebClient:
+    return DICOMwebClient(
+        url=f"{server.url}/dicomweb/rooms/{room_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def test_upload_deidentifies_and_dicomweb_client_reads_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    host, room_id, token = await _room(server)
+    originals = _series_bytes(tmp_path, 4, rows=64, cols=64)
+    answers = [await _upload(host, room_id, token, data) for data in originals]
+    assert all(status == 200 and a["ok"] and not a["duplicate"] for status, a in answers)
+    study, series = answers[0][1]["study_uid"], answers[0][1]["series_uid"]
+    # UIDs are remapped, consistently within the room: one study, one series.
+    assert study != dicomgen.CT_STUDY_UID
+    assert {a["series_uid"] for _, a in answers} == {series}
+
+    client = _client(server, room_id, token)
+    studies = await asyncio.to_thread(client.search_for_studies)
+    assert [s["0020000D"]["Value"][0] for s in studies] == [study]
+    assert studies[0]["00201208"]["Value"] == [4]
+    found = await asyncio.to_thread(client.search_for_series, study)
+    assert found[0]["0020000E"]["Value"] == [series]
+    assert found[0]["00080060"]["Value"] == ["CT"]
+    instances = await asyncio.to_thread(
+        client.search_for_instances, study, series, search_filters={"InstanceNumber": "2"}
+    )
+    assert len(instances) == 1 and instances[0]["00200013"]["Value"] == [2]
+
+    metadata = await asyncio.to_thread(client.retrieve_series_metadata, study, series)
+    assert len(metadata) == 4
+    text = json.dumps(metadata)
+    for phi in ("DOE^JANE", "MRN00427781", "SAINT EXAMPLE", "ACC99887766"):  # dicomgen's fake PHI
+        assert phi not in text
+    first = pydicom.Dataset.from_json(metadata[0], bulk_data_uri_handler=lambda *a: b"")
+    assert first.Modality == "CT" and first.Rows == 64
+    assert first.PatientIdentityRemoved == "YES"
+
+    sop = answers[0][1]["sop_uid"]
+    frames = await asyncio.to_thread(client.retrieve_instance_frames, study, series, sop, [1])
+    stored = np.frombuffer(frames[0], dtype="<i2").reshape(64, 64)
+    expected = pydicom.dcmread(io.BytesIO(originals[0])).pixel_array
+    assert np.array_equal(stored, expected)
+
+    jpeg = await asyncio.to_thread(
+        client.retrieve_instance_frames_rendered,
+        study,
+        series,
+        sop,
+        [1],
+        media_types=("image/jpeg",),
+        params={"window": "40,400,linear"},  # sent URL-encoded: window=40%2C400%2Clinear
+    )
+    assert jpeg[:3] == b"\xff\xd8\xff"
+
+    instance = await asyncio.to_thread(client.retrieve_instance, study, series, sop)
+    assert instance.SOPInstanceUID == sop
+    assert instance.preamble == b"\x00" * 128  # re-serialised with a zeroed preamble
+    assert "DOE" not in str(instance.PatientName)
+
+
+async def test_reupload_dedupes_and_bad_files_are_refused_one_by_one(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    host, room_id, token = await _room(server)
+    good = _series_bytes(tmp_path, 2, rows=32, cols=32)
+    assert (await _upload(host, room_id, token, good[0]))[0] == 200
+    status, again = await _upload(host, room_id, token, good[0])
+    assert status == 200 and again["duplicate"]
+    for bad in (b"not a dicom file at all", dicomgen.deep_sequence(), dicomgen.big_endian()):
+        status, answer = await _upload(host, room_id, token, bad)
+        assert status == 422 and not answer["ok"] and answer["reason"], answer
+    # The server keeps serving: the next good file goes in.
+    status, answer = await _upload(host, room_id, token, good[1])
+    assert status == 200 and answer["ok"] and not answer["duplicate"]
+    # A resumed upload asks by the file's SHA-256 first.
+    import hashlib
+
+    known = hashlib.sha256(good[1]).hexdigest()
+    async with host.session.get(
+        f"/api/rooms/{room_id}/imaging/files/{known}",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as r:
+        assert r.status == 200 and (await r.json())["sop_uid"] == answer["sop_uid"]
+
+
+async def test_stow_rs_with_dicomweb_client(server: ServerProcess, tmp_path: Path) -> None:
+    _, room_id, token = await _room(server)
+    datasets = dicomgen.ct_series(3, rows=32, cols=32)
+    client = _client(server, room_id, token)
+    answer = await asyncio.to_thread(client.store_instances, datasets)
+    refs = answer.ReferencedSOPSequence
+    assert len(refs) == 3
+    assert "FailedSOPSequence" not in answer
+    studies = await asyncio.to_thread(client.search_for_studies)
+    assert studies[0]["00201208"]["Value"] == [3]
+
+
+async def test_who_may_upload_and_read(server: ServerProcess, tmp_path: Path) -> None:
+    host, room_id, token = await _room(server)
+    data = _series_bytes(tmp_path, 1, rows=32, cols=32)[0]
+    # No token, a wrong token: refused with a JSON error.
+    async with host.session.post(f"/api/rooms/{room_id}/imaging/files", data=data) as r:
+        assert r.status == 401 and (await r.json())["error"]["code"]
+    status, _ = await _upload(host, room_id, "not-a-token", data)
+    assert status == 401
+    # An observer reads but cannot upload, nor keep identity.
+    code = await host.make_code(room_id, role="observer")
+    status, obs = await redeem(server.url, room_id, code["code"], "Observer")
+    assert status == 201
+    status, _ = await _upload(host, room_id, obs["token"], data)
+    assert status == 403
+    code = await host.make_code(room_id, role="participant")
+    _, guest = await redeem(server.url, room_id, code["code"], "Guest")
+    status, _ = await _upload(host, room_id, guest["token"], data, keep_identity="true")
+    assert status == 403
+    status, _ = await _upload(host, room_id, token, data)
+    assert status == 200
+    async with host.session.get(
+        f"/dicomweb/rooms/{room_id}/studies", headers={"Authorization": f"Bearer {obs['token']}"}
+    ) as r:
+        assert r.status == 200 and len(await r.json()) == 1
+    # Another room's participant sees nothing of this one.
+    _, _other_room, other_token = await _room(server)
+    async with host.session.get(
+        f"/dicomweb/rooms/{room_id}/studies", headers={"Authorization": f"Bearer {other_token}"}
+    ) as r:
+        assert r.status == 401
+
+
+async def test_host_may_keep_identity(server: ServerProcess, tmp_path: Path) -> None:
+    host, room_id, token = await _room(server)
+    data = _series_bytes(tmp_path, 1, rows=32, cols=32)[0]
+    status, answer = await _upload(host, room_id, token, data, keep_identity="true")
+    assert status == 200 and answer["study_uid"] == dicomgen.CT_STUDY_UID
+
+
+async def test_rendered_answers_carry_etags_and_304(server: ServerProcess, tmp_path: Path) -> None:
+    host, room_id, token = await _room(server)
+    _, a = await _upload(host, room_id, token, _series_bytes(tmp_path, 1, rows=32, cols=32)[0])
+    url = (
+        f"/dicomweb/rooms/{room_id}/studies/{a['study_uid']}/series/{a['series_uid']}"
+        f"/instances/{a['sop_uid']}/frames/1/rendered?window=40%2C400&accept=image/png"
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    async with host.session.get(url, headers=auth) as r:
+        assert r.status == 200 and r.content_type == "image/png"
+        assert "private" in r.headers["Cache-Control"]
+        etag = r.headers["ETag"]
+        assert (await r.read())[:8] == b"\x89PNG\r\n\x1a\n"
+    async with host.session.get(url, headers={**auth, "If-None-Match": etag}) as r:
+        assert r.status == 304
+    async with host.session.get(url.replace("window=40%2C400", "window=abc"), headers=auth) as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "bad_request"
+    missing = url.replace("/frames/1/", "/frames/9/")
+    async with host.session.get(missing, headers=auth) as r:
+        assert r.status == 404
+
+
+async def test_series_metadata_is_gzipped_and_cached(server: ServerProcess, tmp_path: Path) -> None:
+    host, room_id, token = await _room(server)
+    answers = [
+        await _upload(host, room_id, token, d) for d in _series_bytes(tmp_path, 3, rows=16, cols=16)
+    ]
+    a = answers[0][1]
+    url = f"/dicomweb/rooms/{room_id}/studies/{a['study_uid']}/series/{a['series_uid']}/metadata"
+    auth = {"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"}
+    async with host.session.get(url, headers=auth) as r:
+        assert r.status == 200 and r.headers.get("Content-Encoding") == "gzip"
+        assert len(await r.json(content_type=None)) == 3
+
+
+async def test_follow_the_presenter(server: ServerProcess, tmp_path: Path) -> None:
+    host, room_id, token = await _room(server)
+    code = await host.make_code(room_id, role="participant")
+    _, guest = await redeem(server.url, room_id, code["code"], "Guest")
+    _, a = await _upload(host, room_id, token, _series_bytes(tmp_path, 1, rows=16, cols=16)[0])
+    presenter = await connect(server.url, room_id, token)
+    follower = await connect(server.url, room_id, guest["token"])
+    follower.sio.on("viewer", lambda d: follower._record("viewer", d))
+    async with closing(presenter, follower):
+        await follower.wait("joined")
+        view = {
+            "study_uid": a["study_uid"],
+            "series_uid": a["series_uid"],
+            "sop_uid": a["sop_uid"],
+            "frame": 1,
+            "window_center": 40.0,
+            "window_width": 400.0,
+            "zoom": 2.0,
+        }
+        ack = await presenter.call("viewer", {"follow": True, "view": view})
+        assert ack["ok"], ack
+        got = await follower.wait("viewer")
+        assert got["view"]["sop_uid"] == a["sop_uid"] and got["view"]["zoom"] == 2.0
+        bad = await presenter.call("viewer", {"follow": True, "view": {**view, "sop_uid": "1.2"}})
+        assert not bad["ok"] and bad["error"]["code"] == "not_found"
+        bad = await presenter.call("viewer", {"follow": True, "view": {**view, "zoom": 1e9}})
+        assert not bad["ok"]
+
+
+async def test_a_photo_becomes_a_secondary_capture(server: ServerProcess) -> None:
+    import cv2
+
+    host, room_id, token = await _room(server)
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, :, 2] = 200
+    _ok, png = cv2.imencode(".png", img)
+    status, answer = await _upload(host, room_id, token, png.tobytes())
+    assert status == 200 and answer["ok"], answer
+    assert answer["modality"] == "OT"
+    url = (
+        f"/dicomweb/rooms/{room_id}/studies/{answer['study_uid']}/series/"
+        f"{answer['series_uid']}/instances/{answer['sop_uid']}/frames/1"
+    )
+    async with host.session.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200
+        body = await r.read()
+    assert len(body) > 40 * 60 * 3  # one part holding the RGB frame
