@@ -1,20 +1,21 @@
 /**
- * The drawing surface: the demo phantom with every annotation of the shared map, their
- * measurements and the others' pointers drawn over it. It redraws at the next animation
- * frame, and only when something changed (`schedule`).
+ * The drawing surface: the scene's image (the viewer's, or the demo phantom) under its zoom
+ * and pan, with every annotation of the shared map, their measurements and the others'
+ * pointers drawn over it. It redraws at the next animation frame, and only when something
+ * changed (`schedule`).
  *
  * Pointer input draws with the current tool or, with the select tool, picks, moves and
  * reshapes an annotation; gestures.ts commits the shape while it changes, one undo step
  * per gesture.
  */
 import { h } from '../dom';
-import { currentLang } from '../i18n';
+import { bindAttrs, currentLang } from '../i18n';
 import { Draft, GESTURES } from './draft';
 import type { Editor } from './editor';
 import { labelLines } from './format';
 import { boxOf, handlesOf, hits, pick, pickHandle, translate } from './geometry';
 import { Gestures } from './gestures';
-import { renderPhantom } from './phantom';
+import type { ImageInfo } from './measure';
 import type { Presence } from './presence';
 import {
   drawAnnotation,
@@ -27,16 +28,17 @@ import {
   labelWidth,
   measureTextBox,
 } from './render';
+import { mapping, type Mapping, type Scene, type SceneImage } from './scene';
 import type { TextForm } from './textform';
 import {
   clampPoint,
   createAnnotation,
-  DEMO_IMAGE,
   editAnnotation,
   measureAnnotation,
   newAnnotationId,
   type Annotation,
   type Point,
+  type ShapeExtras,
   type ToolKind,
 } from './tools';
 
@@ -47,11 +49,9 @@ const CLOSE_TOLERANCE = 12;
 const DRAG_THRESHOLD = 3;
 const DOUBLE_CLICK_TOLERANCE = 4;
 
-const W = DEMO_IMAGE.width;
-const H = DEMO_IMAGE.height;
-const BOUNDS = { width: W, height: H } as const;
-
 export interface CanvasDeps {
+  /** The image drawn on, and how it is shown. */
+  scene: Scene;
   editor: Editor;
   presence: Presence;
   textForm: TextForm;
@@ -70,13 +70,13 @@ export class AnnotationCanvas {
   /** The canvas and the text form over it. */
   readonly stage: HTMLElement;
   private readonly ctx: CanvasRenderingContext2D | null;
-  private readonly background = renderPhantom();
   private frame = 0;
   private readonly gestures: Gestures;
-  private cssWidth: number = W;
+  private cssWidth = 0;
+  private cssHeight = 0;
   private hoverHandle = -1;
   /** Measurement labels per value (values are replaced, never changed) and language. */
-  private readonly labels = new WeakMap<Annotation, { lang: string; lines: string[]; width: number }>();
+  private readonly labels = new WeakMap<Annotation, { lang: string; info: ImageInfo; lines: string[]; width: number }>();
   /** Label sizes in CSS pixels, per value. */
   private readonly textSizes = new WeakMap<Annotation, { width: number; height: number }>();
   private readonly textSize = (a: Annotation): { width: number; height: number } => {
@@ -93,7 +93,7 @@ export class AnnotationCanvas {
     this.el = h('canvas', {
       class: 'annotation-canvas',
       testid: 'annotation-canvas',
-      attrs: { width: W, height: H, role: 'img', tabindex: 0 },
+      attrs: { width: 512, height: 512, role: 'img', tabindex: 0 },
       i18nAttrs: { 'aria-label': 'annotations.image_label', 'aria-description': 'annotations.phantom_label' },
     });
     this.stage = h('div', { class: 'annotation-stage' }, this.el, deps.textForm.el);
@@ -111,9 +111,43 @@ export class AnnotationCanvas {
     this.schedule();
   }
 
+  private get img(): SceneImage {
+    return this.deps.scene.image();
+  }
+
+  /** The canvas size in CSS pixels (its layout size before the first resize). */
+  size(): { width: number; height: number } {
+    if (!this.cssWidth || !this.cssHeight) {
+      const r = this.el.getBoundingClientRect();
+      return { width: r.width || this.el.width, height: r.height || this.el.height };
+    }
+    return { width: this.cssWidth, height: this.cssHeight };
+  }
+
+  /** Image pixels to CSS pixels of the canvas. */
+  private get map(): Mapping {
+    const { width, height } = this.size();
+    const img = this.img;
+    return mapping(width, height, img.width, img.height, this.deps.scene.view());
+  }
+
   /** Image pixels per CSS pixel. */
   private get k(): number {
-    return W / (this.cssWidth || W);
+    return 1 / this.map.scale;
+  }
+
+  /** The image changed: its description for assistive technology. */
+  imageChanged(): void {
+    const demo = this.img.demo;
+    bindAttrs(this.el, demo ? { 'aria-label': 'annotations.image_label', 'aria-description': 'annotations.phantom_label' } : { 'aria-label': 'annotations.image_label_real' });
+    if (!demo) this.el.removeAttribute('aria-description');
+    this.schedule();
+  }
+
+  /** CSS position (in the stage) of an image point. */
+  private toScreen(p: Point): [number, number] {
+    const m = this.map;
+    return [m.ox + p[0] * m.scale, m.oy + p[1] * m.scale];
   }
 
   /** Redraw at the next animation frame (coalesced). */
@@ -197,7 +231,8 @@ export class AnnotationCanvas {
     const a = ed.get(id);
     const anchor = a?.geometry.points[0];
     if (!a || a.kind !== 'text' || !anchor || !ed.canEdit(a)) return;
-    const value = await this.deps.textForm.ask(anchor[0] / this.k, anchor[1] / this.k, { text: a.geometry.text ?? '', fontSize: a.style.fontSize ?? 14 }, 'annotations.text_save');
+    const [left, top] = this.toScreen(anchor);
+    const value = await this.deps.textForm.ask(left, top, { text: a.geometry.text ?? '', fontSize: a.style.fontSize ?? 14 }, 'annotations.text_save');
     const cur = ed.get(id);
     if (!value || !cur || !ed.canEdit(cur)) return;
     ed.boundary();
@@ -208,8 +243,14 @@ export class AnnotationCanvas {
   // ------------------------------------------------------------ pointer
 
   private toImage(ev: { clientX: number; clientY: number }): Point {
+    return this.clientToImage(ev.clientX, ev.clientY);
+  }
+
+  /** Image pixel coordinates of a client position. */
+  clientToImage(clientX: number, clientY: number): [number, number] {
     const r = this.el.getBoundingClientRect();
-    return [((ev.clientX - r.left) * W) / (r.width || W), ((ev.clientY - r.top) * H) / (r.height || H)];
+    const m = this.map;
+    return [(clientX - r.left - m.ox) / m.scale, (clientY - r.top - m.oy) / m.scale];
   }
 
   private capture(ev: PointerEvent): void {
@@ -248,7 +289,7 @@ export class AnnotationCanvas {
       return;
     }
     this.deps.select(null);
-    this.gestures.start({ type: 'draw', draft: new Draft(tool, self, p), pointerId: gesture === 'drag' ? ev.pointerId : null, committed: false });
+    this.gestures.start({ type: 'draw', draft: new Draft(tool, self, p, this.img.anchor), pointerId: gesture === 'drag' ? ev.pointerId : null, committed: false });
     if (gesture === 'drag') this.capture(ev);
   }
 
@@ -281,11 +322,13 @@ export class AnnotationCanvas {
   private async place(kind: 'point' | 'text', self: string, p: Point): Promise<void> {
     const ed = this.deps.editor;
     const at = clampPoint(p);
-    let extras = {};
+    const image = this.img.key;
+    let extras: ShapeExtras = { anchor: this.img.anchor };
     if (kind === 'text') {
-      const value = await this.deps.textForm.ask(at[0] / this.k, at[1] / this.k);
-      if (!value || this.deps.self() !== self || !ed.canEdit({ author: self })) return;
-      extras = { text: value.text, fontSize: value.fontSize };
+      const [left, top] = this.toScreen(at);
+      const value = await this.deps.textForm.ask(left, top);
+      if (!value || this.deps.self() !== self || !ed.canEdit({ author: self }) || this.img.key !== image) return;
+      extras = { ...extras, text: value.text, fontSize: value.fontSize };
       this.el.focus({ preventScroll: true });
     }
     const a = createAnnotation(newAnnotationId(), kind, self, Date.now(), [at], extras);
@@ -297,7 +340,8 @@ export class AnnotationCanvas {
 
   private moveTo(ev: PointerEvent): void {
     const p = this.toImage(ev);
-    const inImage = p[0] >= 0 && p[1] >= 0 && p[0] <= W && p[1] <= H;
+    const img = this.img;
+    const inImage = p[0] >= 0 && p[1] >= 0 && p[0] <= img.width && p[1] <= img.height;
     this.deps.presence.setPointer(inImage ? p : null);
     const g = this.gestures.current;
     if (!g) {
@@ -387,6 +431,7 @@ export class AnnotationCanvas {
   private resize(width: number, height: number): void {
     if (!(width > 0 && height > 0)) return;
     this.cssWidth = width;
+    this.cssHeight = height;
     const dpr = window.devicePixelRatio || 1;
     const bw = Math.max(1, Math.round(width * dpr));
     const bh = Math.max(1, Math.round(height * dpr));
@@ -400,36 +445,47 @@ export class AnnotationCanvas {
   private render(): void {
     const ctx = this.ctx;
     if (!ctx) return;
-    const k = this.k;
+    const img = this.img;
+    const m = this.map;
+    const k = 1 / m.scale;
+    const { width } = this.size();
+    const dpr = this.el.width / (width || this.el.width);
+    const bounds = { width: img.width, height: img.height };
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, this.el.width, this.el.height);
-    ctx.setTransform(this.el.width / W, 0, 0, this.el.height / H, 0, 0);
-    ctx.drawImage(this.background, 0, 0, W, H);
+    ctx.setTransform(dpr * m.scale, 0, 0, dpr * m.scale, dpr * m.ox, dpr * m.oy);
+    const picture = this.deps.scene.bitmap();
+    if (picture) {
+      // Magnified pixels stay square (a radiologist wants to see them), smoothed below 1:1.
+      ctx.imageSmoothingEnabled = m.scale * dpr < 2;
+      ctx.drawImage(picture, 0, 0, img.width, img.height);
+    }
     const live = this.gestures.liveValue();
     const selId = this.deps.selected();
     const items = this.deps.editor.items();
     for (const a of items) if (a.id !== live?.id) drawAnnotation(ctx, a, k, a.id === selId);
     if (live) drawAnnotation(ctx, live, k, live.id === selId);
-    for (const a of items) if (a.id !== live?.id) this.drawMeasurement(ctx, a, k);
-    if (live) this.drawMeasurement(ctx, live, k);
+    for (const a of items) if (a.id !== live?.id) this.drawMeasurement(ctx, a, k, bounds);
+    if (live) this.drawMeasurement(ctx, live, k, bounds);
     this.drawSelection(ctx, live, selId, k);
     const g = this.gestures.current;
     if (g?.type === 'draw' && g.draft.kind === 'freehand' && g.draft.fixedCount > 3) {
       drawCloseTarget(ctx, g.draft.start, CLOSE_TOLERANCE * k, g.draft.closesWithin(CLOSE_TOLERANCE * k), k);
     }
-    for (const p of this.deps.presence.pointers()) drawPointer(ctx, p, k, BOUNDS);
+    for (const p of this.deps.presence.pointers()) drawPointer(ctx, p, k, bounds);
   }
 
-  private drawMeasurement(ctx: CanvasRenderingContext2D, a: Annotation, k: number): void {
+  private drawMeasurement(ctx: CanvasRenderingContext2D, a: Annotation, k: number, bounds: { width: number; height: number }): void {
     const lang = currentLang();
+    const info = this.img.info;
     let label = this.labels.get(a);
-    if (label?.lang !== lang) {
-      const lines = labelLines(a, measureAnnotation(a));
-      label = { lang, lines, width: lines.length ? labelWidth(ctx, lines) : 0 };
+    if (label?.lang !== lang || label.info !== info) {
+      const lines = labelLines(a, measureAnnotation(a, info));
+      label = { lang, info, lines, width: lines.length ? labelWidth(ctx, lines) : 0 };
       this.labels.set(a, label);
     }
     const at = label.lines.length ? labelAnchor(a, k) : null;
-    if (at) drawLabel(ctx, label.lines, at, k, BOUNDS, a.style.color, label.width);
+    if (at) drawLabel(ctx, label.lines, at, k, bounds, a.style.color, label.width);
   }
 
   private drawSelection(ctx: CanvasRenderingContext2D, live: Annotation | null, selId: string | null, k: number): void {

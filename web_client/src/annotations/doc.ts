@@ -22,6 +22,7 @@ import type { Annotation } from './tools';
 
 const MESSAGE_SYNC = 0; // y-protocols message types
 const MESSAGE_AWARENESS = 1;
+const SWITCH_SETTLE_MS = 60;
 
 /** Transaction origin of what the server sent. */
 export const REMOTE = Symbol('remote');
@@ -64,9 +65,12 @@ export class AnnotationDoc {
     if (this.synced) this.send(enc);
   };
 
+  private step1Timer: ReturnType<typeof setTimeout> | null = null;
+
   constructor(
     private readonly socket: RoomSocket,
-    readonly key: string,
+    /** The image key (`demo:1`, or `<sop uid>:<frame>`): which document this is. */
+    public key: string,
   ) {
     this.doc = this.newDoc();
     this.map = this.doc.getMap<Annotation>('annotations');
@@ -118,15 +122,35 @@ export class AnnotationDoc {
     this.socket.send(ClientEvent.y, { doc: this.key, data: wire(encoding.toUint8Array(enc)) }).catch(() => undefined);
   }
 
+  /**
+   * Show another image's document: a fresh local document, synced from step 1 once the
+   * choice has settled for SWITCH_SETTLE_MS (scrolling through a stack asks for the
+   * document of the image it stops on, not of every image it passes).
+   */
+  switchTo(key: string): void {
+    if (key === this.key) return;
+    this.key = key;
+    this.replaceDoc();
+    if (this.step1Timer !== null) clearTimeout(this.step1Timer);
+    this.step1Timer = setTimeout(() => {
+      this.step1Timer = null;
+      if (this.socket.connected && this.key === key) this.sendStep1();
+    }, SWITCH_SETTLE_MS);
+  }
+
   /** Drop the local state and sync again from the server. */
   reset(): void {
+    this.replaceDoc();
+    if (this.socket.connected) this.sendStep1();
+  }
+
+  private replaceDoc(): void {
     this.doc.off('update', this.onUpdate);
     this.doc.destroy();
     this.doc = this.newDoc();
     this.map = this.doc.getMap<Annotation>('annotations');
     this.setSynced(false);
     for (const cb of this.resetListeners) cb();
-    if (this.socket.connected) this.sendStep1();
   }
 
   private newDoc(): Y.Doc {

@@ -7,7 +7,7 @@
  * The draft owns its points and mutates them in place while it is drawn; `view()` is the
  * cheap shape drawn every frame, `snapshot()` the deep copy committed to the shared map.
  */
-import { createAnnotation, MAX_POINTS, newAnnotationId, clampPoint, type Annotation, type Kind, type Point } from './tools';
+import { createAnnotation, MAX_POINTS, newAnnotationId, clampPoint, type Anchor, type Annotation, type Kind, type Point, type ShapeExtras } from './tools';
 
 export type Gesture = 'drag' | 'clicks' | 'click';
 
@@ -41,6 +41,8 @@ export class Draft {
     readonly kind: Kind,
     readonly author: string,
     start: Point,
+    /** The image it is drawn on (default: the demo image). */
+    readonly anchor?: Anchor,
   ) {
     this.fixed = [clampPoint(start)];
   }
@@ -146,7 +148,7 @@ export class Draft {
 
   /** The shape as drawn this frame (shares the draft's point tuples, which never change). */
   view(): Annotation {
-    const a = createAnnotation(this.id, this.kind, this.author, this.created, [], { closed: this.closed });
+    const a = createAnnotation(this.id, this.kind, this.author, this.created, [], this.extras({}));
     a.geometry.points = this.points;
     return a;
   }
@@ -158,6 +160,10 @@ export class Draft {
   snapshot(final = false, extras: { text?: string; fontSize?: number } = {}): Annotation | null {
     const pts = final && this.gesture === 'clicks' ? this.fixed.slice() : this.points;
     if (!this.validFor(pts)) return null;
-    return createAnnotation(this.id, this.kind, this.author, this.created, pts, { ...extras, closed: this.closed });
+    return createAnnotation(this.id, this.kind, this.author, this.created, pts, this.extras(extras));
+  }
+
+  private extras(extras: { text?: string; fontSize?: number }): ShapeExtras {
+    return { ...extras, closed: this.closed, ...(this.anchor ? { anchor: this.anchor } : {}) };
   }
 }

@@ -3,8 +3,11 @@
  * arguments, re-translated when the language changes) and the short labels on the image.
  */
 import { currentLang, t, type MsgArgs, type MsgKey } from '../i18n';
-import { polylineLength, UNCALIBRATED, type Measurement } from './measure';
-import { DEMO_IMAGE, type Annotation } from './tools';
+import { fromPixelSpacing, polylineLength, UNCALIBRATED, type Calibration, type Measurement } from './measure';
+import { PHANTOM } from './phantom';
+import type { Annotation } from './tools';
+
+const DEMO_CALIBRATION = fromPixelSpacing(PHANTOM.pixelSpacing);
 import { boxOf } from './geometry';
 
 export interface Text {
@@ -37,19 +40,26 @@ const unitText = (unit: string): string => (unit === 'HU' ? t('annotations.unit_
 const int = (v: number): string => fmt().int.format(v);
 const orDash = (v: number | null | undefined): string => (v === null || v === undefined ? '–' : num(v));
 
-/** The list's geometric measurement of `a` (length, angle, size and area), or null. */
-export function measureText(a: Annotation, m: Measurement): Text | null {
+/**
+ * The list's geometric measurement of `a` (length, angle, size and area), or null: in mm
+ * on a calibrated image (`cal`, by default the demo image's), else in pixels.
+ */
+export function measureText(a: Annotation, m: Measurement, cal: Calibration = DEMO_CALIBRATION): Text | null {
   const pts = a.geometry.points;
   if (m.length !== undefined) {
     const px = polylineLength(pts, UNCALIBRATED);
+    if (m.lengthUnit === 'px') return { key: 'annotations.measure_length_px', args: { px: num(px) } };
     return { key: 'annotations.measure_length', args: { px: num(px), mm: num(m.length) } };
   }
   if (m.angleDeg !== undefined) return { key: 'annotations.measure_angle', args: { deg: orDash(m.angleDeg) } };
   if (m.area !== undefined) {
-    if (a.kind === 'freehand') return { key: 'annotations.measure_area', args: { area: num(m.area) } };
+    const inPx = m.areaUnit === 'px2';
+    if (a.kind === 'freehand') return { key: inPx ? 'annotations.measure_area_px' : 'annotations.measure_area', args: { area: num(m.area) } };
     const b = boxOf(pts);
-    const mm = DEMO_IMAGE.pixelSpacing;
-    return { key: 'annotations.measure_rect', args: { w: num((b.x1 - b.x0) * mm), h: num((b.y1 - b.y0) * mm), area: num(m.area) } };
+    const sx = inPx ? 1 : cal.columnSpacing;
+    const sy = inPx ? 1 : cal.rowSpacing;
+    const args = { w: num((b.x1 - b.x0) * sx), h: num((b.y1 - b.y0) * sy), area: num(m.area) };
+    return { key: inPx ? 'annotations.measure_rect_px' : 'annotations.measure_rect', args };
   }
   const p = pts[0];
   if (a.kind === 'point' && p) return { key: 'annotations.measure_point', args: { x: num(p[0]), y: num(p[1]) } };
@@ -70,10 +80,12 @@ export function statsText(m: Measurement): Text | null {
 /** The label drawn next to a shape on the image: zero to two short lines. */
 export function labelLines(a: Annotation, m: Measurement): string[] {
   if (a.kind === 'arrow' || a.kind === 'point' || a.kind === 'text') return [];
-  if (m.length !== undefined) return [t('annotations.label_length', { mm: num(m.length) })];
+  if (m.length !== undefined) {
+    return [m.lengthUnit === 'px' ? t('annotations.label_length_px', { px: num(m.length) }) : t('annotations.label_length', { mm: num(m.length) })];
+  }
   if (m.angleDeg !== undefined) return m.angleDeg === null ? [] : [t('annotations.label_angle', { deg: num(m.angleDeg) })];
   if (m.area === undefined) return [];
-  const lines = [t('annotations.label_area', { area: num(m.area) })];
+  const lines = [m.areaUnit === 'px2' ? t('annotations.label_area_px', { area: num(m.area) }) : t('annotations.label_area', { area: num(m.area) })];
   const s = m.stats;
   if (s && s.mean !== null) lines.push(t('annotations.label_stats', { mean: num(s.mean), sd: orDash(s.sd), unit: unitText(s.unit) }));
   return lines;

@@ -31,6 +31,17 @@ export interface AnnotationTestHooks {
   /** What the browser measures for each annotation (to compare with annotations/measure.py). */
   measurements(): Record<string, Measurement>;
   phantom(): PhantomInfo;
+  /** The image the layer is on: its document key, anchor, size and calibration. */
+  image(): {
+    key: string;
+    anchor: Annotation['anchor'];
+    demo: boolean;
+    width: number;
+    height: number;
+    calibration: string;
+    pixelSpacing: [number, number];
+    pixelsLoaded: boolean;
+  };
 }
 
 declare global {

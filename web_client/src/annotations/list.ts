@@ -8,9 +8,13 @@ import { bindText, currentLang } from '../i18n';
 import type { Editor } from './editor';
 import { kindKey, measureText, statsText } from './format';
 import type { Roster } from './roster';
+import type { ImageInfo } from './measure';
+import type { SceneImage } from './scene';
 import { measureAnnotation, type Annotation } from './tools';
 
 export interface ListDeps {
+  /** The image measured on. */
+  image: () => SceneImage;
   editor: Editor;
   roster: Roster;
   self: () => string | null;
@@ -23,6 +27,7 @@ interface Row {
   button: HTMLButtonElement;
   value: Annotation | null;
   stamp: string;
+  info: ImageInfo | null;
 }
 
 export class AnnotationList {
@@ -78,7 +83,7 @@ export class AnnotationList {
       on: { click: () => this.deps.select(id) },
     });
     const li = h('li', { class: 'annotation-item', testid: 'annotation-item', attrs: { 'data-id': id } }, button);
-    const row: Row = { li, button, value: null, stamp: '' };
+    const row: Row = { li, button, value: null, stamp: '', info: null };
     this.rows.set(id, row);
     return row;
   }
@@ -88,9 +93,11 @@ export class AnnotationList {
     const authorName = this.deps.roster.name(a.author);
     const editable = this.deps.editor.canEdit(a);
     const stamp = `${currentLang()}|${self ?? ''}|${authorName ?? ''}|${editable}`;
-    if (row.value === a && row.stamp === stamp) return;
+    const info = this.deps.image().info;
+    if (row.value === a && row.stamp === stamp && row.info === info) return;
     row.value = a;
     row.stamp = stamp;
+    row.info = info;
     row.li.dataset['kind'] = a.kind;
     row.li.dataset['author'] = a.author;
     row.li.dataset['editable'] = String(editable);
@@ -104,8 +111,8 @@ export class AnnotationList {
     else bindText(author, 'annotations.author_unknown');
     const mine = a.author === self ? h('span', { class: 'hint', i18n: 'annotations.mine' }) : null;
 
-    const m = measureAnnotation(a);
-    const measure = measureText(a, m);
+    const m = measureAnnotation(a, info);
+    const measure = measureText(a, m, info.calibration);
     const stats = statsText(m);
     const measureEl = measure ? h('span', { class: 'annotation-measure', testid: 'annotation-measure' }) : null;
     if (measureEl && measure) bindText(measureEl, measure.key, measure.args);

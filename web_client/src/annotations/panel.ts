@@ -3,13 +3,17 @@
  * selection and editing, per-user undo/redo and the list of annotations with their
  * measurements. Observers see everything (and show their pointer) but cannot draw.
  *
+ * The image is the scene's (scene.ts): the viewer's current image, or the demo phantom.
+ * Each image has its own shared document (key `<sop uid>:<frame>`); when the viewer shows
+ * another image, the layer switches to that image's document, pointers and measurements.
+ *
  * Keys, while the focus is in the panel: Ctrl+Z undo, Ctrl+Shift+Z (or Ctrl+Y) redo,
  * Delete/Backspace deletes the selection, arrow keys nudge it (Shift: by 10 pixels),
  * Escape cancels the shape being drawn or clears the selection, Enter finishes a polyline.
  */
 import * as Y from 'yjs';
 import { h } from '../dom';
-import { bindText, onLanguageChanged, type MsgKey } from '../i18n';
+import { bindText, onLanguageChanged, t, type MsgKey } from '../i18n';
 import { ServerEvent, type JoinedPayload } from '../net/protocol';
 import type { RoomSocket } from '../net/socket';
 import { AnnotationCanvas } from './canvas';
@@ -21,8 +25,9 @@ import { AnnotationList } from './list';
 import { PHANTOM, phantomPixels } from './phantom';
 import { Presence } from './presence';
 import { Roster } from './roster';
+import { PhantomScene, type Scene, type SceneImage } from './scene';
 import { TextForm } from './textform';
-import { colorFor, DEMO_IMAGE, editAnnotation, measureAnnotation, type Annotation, type ToolKind } from './tools';
+import { colorFor, editAnnotation, measureAnnotation, type Annotation, type ToolKind } from './tools';
 
 interface ToolDef {
   kind: ToolKind;
@@ -67,19 +72,27 @@ export class AnnotationPanel {
   private readonly readOnlyNote: HTMLElement;
   private readonly hint: HTMLElement;
   private readonly calibrationShort: HTMLElement;
+  private readonly calibrationNote: HTMLElement;
+  private readonly imageNote: HTMLElement;
   private readonly observerNote: HTMLElement;
+  /** The image the layer is on (its key is the document's). */
+  private image: SceneImage;
   private tool: ToolKind = 'line';
   private canDraw = false;
   private isHost = false;
   private selfId: string | null = null;
   private selectedId: string | null = null;
 
-  constructor(socket: RoomSocket) {
-    this.doc = new AnnotationDoc(socket, DEMO_IMAGE.key);
+  constructor(
+    socket: RoomSocket,
+    private readonly scene: Scene = new PhantomScene(),
+  ) {
+    this.image = scene.image();
+    this.doc = new AnnotationDoc(socket, this.image.key);
     this.roster = new Roster(socket);
     this.presence = new Presence(
       { send: (u) => this.doc.sendAwareness(u), live: () => this.selfId !== null && socket.connected },
-      DEMO_IMAGE.key,
+      this.image.key,
     );
     this.doc.onAwareness((u) => this.presence.apply(u));
     this.editor = new Editor(
@@ -89,6 +102,7 @@ export class AnnotationPanel {
     );
     const textForm = new TextForm();
     this.canvas = new AnnotationCanvas({
+      scene,
       editor: this.editor,
       presence: this.presence,
       textForm,
@@ -98,6 +112,7 @@ export class AnnotationPanel {
       select: (id) => this.select(id),
     });
     this.list = new AnnotationList({
+      image: () => this.scene.image(),
       editor: this.editor,
       roster: this.roster,
       self: () => this.selfId,
@@ -143,17 +158,16 @@ export class AnnotationPanel {
     this.readOnlyNote = h('p', { class: 'hint', testid: 'annotation-read-only', i18n: 'annotations.read_only', attrs: { hidden: true } });
     this.observerNote = h('p', { class: 'hint', testid: 'annotation-observer-note', i18n: 'annotations.observer_note', attrs: { hidden: true } });
     this.calibrationShort = h('p', { class: 'hint annotation-cal-short', testid: 'annotation-calibration-short' });
+    this.calibrationNote = h('p', { class: 'hint', testid: 'annotation-calibration' });
+    this.imageNote = h('p', { class: 'hint', testid: 'annotation-phantom' });
+    const around = scene.around;
 
     this.el = h(
       'section',
       { class: 'annotations panel', testid: 'annotations', on: { keydown: (ev) => this.onKey(ev) } },
       h('h2', { i18n: 'annotations.title' }),
-      h('p', { class: 'hint', testid: 'annotation-calibration', i18n: ['annotations.calibration', { mm: DEMO_IMAGE.pixelSpacing }] }),
-      h('p', {
-        class: 'hint',
-        testid: 'annotation-phantom',
-        i18n: ['annotations.phantom_note', { slope: PHANTOM.slope, intercept: PHANTOM.intercept, ww: PHANTOM.window.width, wl: PHANTOM.window.level }],
-      }),
+      this.calibrationNote,
+      this.imageNote,
       toolbar,
       this.observerNote,
       // Nothing above the image changes size while drawing: what depends on the tool or
@@ -161,7 +175,7 @@ export class AnnotationPanel {
       h(
         'div',
         { class: 'annotation-body' },
-        h('div', { class: 'annotation-image' }, this.canvas.stage),
+        h('div', { class: 'annotation-image' }, around?.above, this.canvas.stage, around?.below),
         h(
           'div',
           { class: 'annotation-side' },
@@ -202,12 +216,25 @@ export class AnnotationPanel {
       this.canvas.schedule();
     });
     this.showCalibration();
+    scene.onChange(() => this.sceneChanged());
+    scene.attach?.({
+      canvas: this.canvas.el,
+      stage: this.canvas.stage,
+      keys: this.el,
+      toImage: (x, y) => this.canvas.clientToImage(x, y),
+      size: () => this.canvas.size(),
+    });
     installTestHooks({
       annotations: () => this.doc.map.toJSON() as Record<string, Annotation>,
       pointers: () => this.presence.pointers().map((p) => ({ ...p })),
       synced: () => this.doc.isSynced,
       rawDelete: (id) => this.doc.doc.transact(() => this.doc.map.delete(id), LOCAL),
-      measurements: () => Object.fromEntries(this.editor.items().map((a) => [a.id, measureAnnotation(a)])),
+      measurements: () => Object.fromEntries(this.editor.items().map((a) => [a.id, measureAnnotation(a, this.scene.image().info)])),
+      image: () => {
+        const img = this.scene.image();
+        const cal = img.info.calibration;
+        return { key: img.key, anchor: { ...img.anchor }, demo: img.demo, width: img.width, height: img.height, calibration: cal.source, pixelSpacing: [cal.rowSpacing, cal.columnSpacing], pixelsLoaded: img.info.pixels !== null };
+      },
       phantom: () => {
         const px = phantomPixels();
         const bytes = new Uint8Array(px.buffer, px.byteOffset, px.byteLength);
@@ -244,10 +271,59 @@ export class AnnotationPanel {
     this.canvas.schedule();
   }
 
-  /** "Pixel Spacing 0.5 mm (demo)", next to the measurements, numbers in the language. */
+  /**
+   * What lengths and values are measured with: "Pixel Spacing 0.5 mm (demo)" next to the
+   * measurements and a sentence above the image, numbers in the language.
+   */
   private showCalibration(): void {
-    const [dy, dx] = PHANTOM.pixelSpacing;
-    bindText(this.calibrationShort, 'annotations.calibration_short', { mm: dx === dy ? spacing(dx) : `${spacing(dy)} × ${spacing(dx)}` });
+    const img = this.scene.image();
+    const cal = img.calibration;
+    const mm = (dy: number, dx: number): string => (dx === dy ? spacing(dx) : `${spacing(dy)} × ${spacing(dx)}`);
+    switch (cal.kind) {
+      case 'demo':
+        bindText(this.calibrationShort, 'annotations.calibration_short', { mm: mm(PHANTOM.pixelSpacing[0], PHANTOM.pixelSpacing[1]) });
+        bindText(this.calibrationNote, 'annotations.calibration', { mm: cal.mm });
+        break;
+      case 'pixel':
+        bindText(this.calibrationShort, 'annotations.calibration_short_pixel', { mm: mm(cal.row, cal.column) });
+        bindText(this.calibrationNote, 'annotations.calibration_pixel', { mm: mm(cal.row, cal.column) });
+        break;
+      case 'imager':
+        bindText(this.calibrationShort, 'annotations.calibration_short_imager', { mm: mm(cal.row, cal.column) });
+        bindText(this.calibrationNote, 'annotations.calibration_imager', { mm: mm(cal.row, cal.column) });
+        break;
+      case 'none':
+        bindText(this.calibrationShort, 'annotations.calibration_short_none');
+        bindText(this.calibrationNote, 'annotations.calibration_none');
+        break;
+    }
+    if (img.demo) {
+      bindText(this.imageNote, 'annotations.phantom_note', { slope: PHANTOM.slope, intercept: PHANTOM.intercept, ww: PHANTOM.window.width, wl: PHANTOM.window.level });
+    } else if (img.info.unit) {
+      bindText(this.imageNote, 'annotations.image_note_unit', { slope: spacing(img.info.slope), intercept: spacing(img.info.intercept), unit: img.info.unit === 'HU' ? t('annotations.unit_hu') : img.info.unit });
+    } else {
+      bindText(this.imageNote, 'annotations.image_note', { slope: spacing(img.info.slope), intercept: spacing(img.info.intercept) });
+    }
+  }
+
+  /** The viewer shows another image, new pixels (its window, or it loaded) or another view. */
+  private sceneChanged(): void {
+    const img = this.scene.image();
+    if (img.key !== this.image.key) {
+      this.canvas.abort();
+      this.selectedId = null;
+      this.presence.leaveImage();
+      this.doc.switchTo(img.key);
+      this.presence.setImage(img.key);
+      this.canvas.imageChanged();
+    }
+    if (img !== this.image) {
+      // Measurements depend on the image (calibration, stored values).
+      this.image = img;
+      this.showCalibration();
+      this.list.schedule();
+    }
+    this.canvas.schedule();
   }
 
   private get effectiveTool(): ToolKind {

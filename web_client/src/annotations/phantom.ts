@@ -1,5 +1,6 @@
 /**
- * The demo image: a synthetic CT-like phantom generated in the client (no DICOM viewer yet).
+ * The demo image: a synthetic CT-like phantom generated in the client, shown while the room
+ * has no images of its own (annotations/scene.ts).
  *
  * Stored values are an Int16Array (rows × columns, row-major) with a stated Modality LUT:
  * Rescale Slope 1, Rescale Intercept -1024, so HU = stored - 1024. Air background, a
@@ -83,9 +84,11 @@ export function phantomPixels(): Int16Array {
   return cached;
 }
 
-/** What measure.ts needs to know of the demo frame. */
+let info: ImageInfo | null = null;
+
+/** What measure.ts needs to know of the demo frame (one object: measurements cache by it). */
 export function phantomImage(): ImageInfo {
-  return {
+  info ??= {
     calibration: fromPixelSpacing(PHANTOM.pixelSpacing),
     rows: PHANTOM.rows,
     columns: PHANTOM.columns,
@@ -94,6 +97,7 @@ export function phantomImage(): ImageInfo {
     intercept: PHANTOM.intercept,
     unit: 'HU',
   };
+  return info;
 }
 
 /** The phantom through a linear window (DICOM PS3.3 C.11.2.1.2 "LINEAR"), as a canvas. */

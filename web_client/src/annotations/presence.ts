@@ -71,7 +71,7 @@ export class Presence {
 
   constructor(
     private readonly transport: PresenceTransport,
-    private readonly image: string,
+    private image: string,
   ) {
     this.awareness = new awarenessProtocol.Awareness(this.idDoc);
     this.awareness.setLocalState({ user: { name: '', color: '#888888' }, pointer: null, image } satisfies LocalState);
@@ -97,6 +97,26 @@ export class Presence {
     const cur = this.awareness.getLocalState() as LocalState | null;
     if (cur && cur.user.name === name && cur.user.color === color) return;
     this.awareness.setLocalState({ ...(cur ?? { pointer: null, image: this.image }), user: { name, color } });
+  }
+
+  /**
+   * We look at another image: our pointer leaves the old one (the others there see it go),
+   * then the caller switches the document and we announce ourselves on the new one.
+   */
+  leaveImage(): void {
+    this.throttle.cancel();
+    this.pending = undefined;
+    const cur = this.awareness.getLocalState() as LocalState | null;
+    if (cur?.pointer) this.awareness.setLocalStateField('pointer', null);
+  }
+
+  setImage(image: string): void {
+    if (image === this.image) return;
+    this.image = image;
+    this.pointersCache = null;
+    const cur = this.awareness.getLocalState() as LocalState | null;
+    if (cur) this.awareness.setLocalState({ ...cur, pointer: null, image });
+    for (const cb of this.listeners) cb();
   }
 
   /** Our pointer moved (image pixels), or left the image (null). Throttled. */

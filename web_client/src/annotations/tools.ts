@@ -1,9 +1,9 @@
 /**
  * The annotation JSON (annotations/SCHEMA.md), the drawing tools that produce it and its
- * measurements. There is no DICOM viewer yet: every annotation is anchored to one demo
- * image, a synthetic CT phantom (phantom.ts) with a fixed, stated calibration.
+ * measurements. Annotations are anchored to the viewer's image (scene.ts): its study,
+ * series and instance UIDs and frame; a room without images draws on the demo phantom.
  */
-import { measure as measureOn, type Measurement } from './measure';
+import { measure as measureOn, type ImageInfo, type Measurement } from './measure';
 import { PHANTOM, phantomImage } from './phantom';
 
 export type Point = [number, number];
@@ -38,8 +38,15 @@ export interface Annotation {
   updated: number;
   kind: Kind;
   style: Style;
-  anchor: { study_uid: string; series_uid: string; instance_uid: string; frame: number };
+  anchor: Anchor;
   geometry: Geometry;
+}
+
+export interface Anchor {
+  study_uid: string;
+  series_uid: string;
+  instance_uid: string;
+  frame: number;
 }
 
 /** The demo image: its document key, DICOM anchor, size and calibration. */
@@ -102,11 +109,14 @@ export interface ShapeExtras {
   closed?: boolean;
   text?: string;
   fontSize?: number;
+  /** The image it is drawn on (default: the demo image). */
+  anchor?: Anchor;
 }
+
+const DEMO_ANCHOR: Anchor = { study_uid: DEMO_IMAGE.uid, series_uid: DEMO_IMAGE.uid, instance_uid: DEMO_IMAGE.uid, frame: DEMO_IMAGE.frame };
 
 /** A new annotation of `kind` by `author` (only the fields its kind allows). */
 export function createAnnotation(id: string, kind: Kind, author: string, created: number, points: readonly Point[], extras: ShapeExtras = {}): Annotation {
-  const uid = DEMO_IMAGE.uid;
   const a: Annotation = {
     id,
     author,
@@ -114,7 +124,7 @@ export function createAnnotation(id: string, kind: Kind, author: string, created
     updated: Math.max(created, Date.now()),
     kind,
     style: { color: colorFor(author), width: kind === 'point' ? POINT_WIDTH : STROKE_WIDTH },
-    anchor: { study_uid: uid, series_uid: uid, instance_uid: uid, frame: DEMO_IMAGE.frame },
+    anchor: { ...(extras.anchor ?? DEMO_ANCHOR) },
     geometry: { points: points.map((p) => [p[0], p[1]] as Point) },
   };
   if (kind === 'rectangle' || kind === 'ellipse' || kind === 'freehand') a.style.fill = false;
@@ -171,16 +181,22 @@ export function isRegion(a: Pick<Annotation, 'kind' | 'geometry'>): boolean {
   return a.kind === 'rectangle' || a.kind === 'ellipse' || (a.kind === 'freehand' && a.geometry.closed === true);
 }
 
-const cache = new WeakMap<Annotation, Measurement>();
+const caches = new WeakMap<ImageInfo, WeakMap<Annotation, Measurement>>();
 
 /**
- * Measured on the phantom's stored values with its calibration (measure.ts), never from the
- * screen. Cached per value: map values are replaced whole, never mutated.
+ * Measured on the image's stored values with its calibration (measure.ts), never from the
+ * screen; by default on the demo phantom. Cached per value and image: map values are
+ * replaced whole, never mutated, and an image's info is replaced when its pixels arrive.
  */
-export function measureAnnotation(a: Annotation): Measurement {
+export function measureAnnotation(a: Annotation, image: ImageInfo = phantomImage()): Measurement {
+  let cache = caches.get(image);
+  if (!cache) {
+    cache = new WeakMap();
+    caches.set(image, cache);
+  }
   let m = cache.get(a);
   if (!m) {
-    m = measureOn(a, phantomImage());
+    m = measureOn(a, image);
     cache.set(a, m);
   }
   return m;

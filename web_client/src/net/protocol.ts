@@ -175,6 +175,7 @@ export const ClientEvent = {
   end: 'end',
   leave: 'leave',
   y: 'y',
+  viewer: 'viewer',
 } as const;
 export type ClientEventName = (typeof ClientEvent)[keyof typeof ClientEvent];
 
@@ -191,6 +192,8 @@ export const ServerEvent = {
   server_shutdown: 'server_shutdown',
   error: 'error',
   y: 'y',
+  imaging: 'imaging',
+  viewer: 'viewer',
 } as const;
 export type ServerEventName = (typeof ServerEvent)[keyof typeof ServerEvent];
 
@@ -252,6 +255,51 @@ export interface ServerToClientEvents {
   server_shutdown: (payload: ServerShutdownPayload) => void;
   error: (payload: ErrorEventPayload) => void;
   y: (payload: YPayloadIn) => void;
+  imaging: (payload: ImagingEvent) => void;
+  viewer: (payload: ViewerEvent) => void;
+}
+
+/** What a presenter's viewer shows (docs/protocol.md, `viewer`); followers track it. */
+export interface ViewState {
+  study_uid: string;
+  series_uid: string;
+  sop_uid: string;
+  /** 1-based frame of a multi-frame instance (1 otherwise). */
+  frame: number;
+  /** Window in rescaled units (HU for CT); null for colour images or the image's own. */
+  window_center: number | null;
+  window_width: number | null;
+  /** 1 = the whole image fits the viewport. */
+  zoom: number;
+  /** Image pixels: the image point at the viewport centre is (columns/2 - pan_x, rows/2 - pan_y). */
+  pan_x: number;
+  pan_y: number;
+}
+
+/** `viewer` from the server: who presents (null: nobody) and what. */
+export interface ViewerEvent {
+  presenter: string | null;
+  view: ViewState | null;
+}
+
+/** `imaging` from the server: an instance was stored in the room. */
+export interface ImagingEvent {
+  kind: 'instance_added' | string;
+  study_uid: string;
+  series_uid: string;
+  sop_uid: string;
+  /** Instances the series now holds. */
+  instances: number;
+  frames: number;
+  instance_number: number | null;
+  modality: string | null;
+  burned_in: boolean;
+}
+
+/** `viewer` from the client: start (or keep) presenting `view`, or stop (`follow: false`). */
+export interface ViewerPayload {
+  follow: boolean;
+  view?: ViewState | null;
 }
 
 // ---------------------------------------------------------------- client -> server payloads
@@ -284,6 +332,7 @@ export interface ClientToServerEvents {
   set_lobby: (payload: SetLobbyPayload, ack: (res: Ack) => void) => void;
   end: (payload: Empty, ack: (res: Ack) => void) => void;
   leave: (payload: Empty, ack: (res: Ack) => void) => void;
+  viewer: (payload: ViewerPayload, ack: (res: Ack) => void) => void;
 }
 
 /** Chat limits from docs/protocol.md. */

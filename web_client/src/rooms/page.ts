@@ -5,6 +5,7 @@
  */
 import { AnnotationPanel } from '../annotations/panel';
 import { ChatPanel } from '../chat/panel';
+import { ImagingPanel } from '../imaging/panel';
 import { clearStatus, h, replace, say, statusLine } from '../dom';
 import { bindText, errorKey, t, type MsgKey } from '../i18n';
 import { api, ApiError } from '../net/api';
@@ -42,6 +43,7 @@ interface RoomView {
   people: ParticipantsPanel;
   chat: ChatPanel;
   annotations: AnnotationPanel | null;
+  imaging: ImagingPanel | null;
   hostTools: HTMLElement;
   lobbySwitch: HTMLInputElement;
 }
@@ -224,6 +226,7 @@ class RoomPage {
     if (this.stage.firstElementChild !== view.root) replace(this.stage, view.root);
     view.people.setAll(p.self, p.participants);
     view.chat.onJoined(p);
+    view.imaging?.onJoined(p);
     view.annotations?.onJoined(p.self.id, p.self.role, p);
     this.applyRole();
   }
@@ -307,9 +310,12 @@ class RoomPage {
       h('aside', { class: 'room-side' }, people.el, hostTools, h('div', { class: 'actions' }, this.leaveButton())),
       chat.el,
     );
-    const annotations = this.socket ? new AnnotationPanel(this.socket) : null;
+    // The viewer is the scene the annotations are drawn on (the demo image until a series is open).
+    const imaging = this.socket ? new ImagingPanel(this.socket, this.roomId, () => loadToken(this.roomId)) : null;
+    const annotations = this.socket ? new AnnotationPanel(this.socket, imaging?.viewer) : null;
+    if (imaging) root.appendChild(imaging.el);
     if (annotations) root.appendChild(annotations.el);
-    this.view = { root, people, chat, annotations, hostTools, lobbySwitch };
+    this.view = { root, people, chat, annotations, imaging, hostTools, lobbySwitch };
     return this.view;
   }
 
@@ -320,6 +326,7 @@ class RoomPage {
     this.view.hostTools.hidden = !isHost;
     this.view.chat.setCanPost(this.self.role !== 'observer');
     this.view.annotations?.setRole(this.self.role);
+    this.view.imaging?.setRole(this.self.role);
     if (this.room) this.view.lobbySwitch.checked = this.room.lobby;
   }
 
