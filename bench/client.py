@@ -343,6 +343,14 @@ class Physician:
         room: dict[str, Any] = data
         return room
 
+    async def join(self, room_id: str) -> dict[str, Any]:
+        """Join a room as this physician (its host, or a participant when the lobby is off);
+        the ``Admission`` answer carries the participant ``token``."""
+        url = f"{self._base}/api/rooms/{room_id}/join"
+        data, _ = await request_json(self._session, "POST", url, {}, self._headers)
+        admission: dict[str, Any] = data
+        return admission
+
     async def create_code(
         self, room_id: str, max_uses: int, role: str = "participant", expires_in_s: int = 3600
     ) -> dict[str, Any]:

@@ -16,11 +16,18 @@ command -v npm >/dev/null || need+=(npm)
 if [ "$dev" = 1 ]; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v redis-server >/dev/null || need+=(redis-server)
+  # the imaging bench's side-by-side comparison (bench/orthanc.py runs its own instance)
+  [ -x /usr/sbin/Orthanc ] && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
+    || need+=(orthanc orthanc-dicomweb orthanc-gdcm)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+  if [[ " ${need[*]} " == *" orthanc "* ]] && command -v systemctl >/dev/null; then
+    # Debian starts Orthanc as a system service (HTTP 8042, DICOM 4242): the bench needs none
+    $sudo systemctl disable --now orthanc 2>/dev/null || true
+  fi
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

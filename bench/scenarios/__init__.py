@@ -10,6 +10,7 @@ from bench.scenario import Scenario
 SCENARIOS: dict[str, str] = {
     "join-chat": "bench.scenarios.join_chat",
     "annotations": "bench.scenarios.annotations",
+    "imaging": "bench.scenarios.imaging",
 }
 
 
