@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
+from annotations.measure import IMAGER_PIXEL_SPACING, PIXEL_SPACING, Calibration
 from consultd.audit.log import AuditEvent
 from consultd.errors import NotFound, ValidationFailed
 from consultd.ids import now
@@ -41,7 +43,7 @@ from consultd.imaging.index import Instance, RoomIndex, qido_attributes
 from consultd.imaging.ingest import Ingested, IngestPolicy, Refused, ingest_file
 from consultd.imaging.limits import ImagingLimits
 from consultd.imaging.pixels import DecodedFrame, read_frame
-from consultd.imaging.render import RenderParams, render
+from consultd.imaging.render import RenderParams, render, render_pixels
 from consultd.imaging.sandbox import PoolError, WorkerLimitExceeded, WorkerPool
 from consultd.rooms.notifier import Notifier
 from consultd.rooms.policy import Action, authorize
@@ -93,6 +95,20 @@ def instance_summary(inst: Instance) -> dict[str, Any]:
         "modality": inst.pixel.get("modality"),
         "burned_in": bool(inst.flags.get("burned_in")),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class OverlaySource:
+    """What ``annotations.render.render_png`` needs to draw on a stored image."""
+
+    width: int
+    height: int
+    spacing: Calibration | None
+    pixels: Any
+    slope: float
+    intercept: float
+    modality: str | None
+    background: Any
 
 
 class _LRU:
@@ -376,6 +392,47 @@ class ImagingService:
         )
         self._rendered.put(key, image, len(image))
         return image
+
+    async def overlay_source(
+        self, room: Room, doc_id: str, background: bool
+    ) -> OverlaySource | None:
+        """The image an annotation document (``<sop uid>:<frame>``) is drawn on, if the room
+        holds it: its size, calibration, stored values (ROI statistics) and, when asked,
+        the image rendered with its own window to draw over."""
+        sop, _, frame_text = doc_id.partition(":")
+        inst = (await self.index(room)).instances.get(sop)
+        if inst is None or not frame_text.isdigit():
+            return None
+        decoded = await self.frame(inst, int(frame_text))
+        info = decoded.info
+        spacing: Calibration | None = None
+        for key, source in (
+            ("pixel_spacing", PIXEL_SPACING),
+            ("imager_pixel_spacing", IMAGER_PIXEL_SPACING),
+        ):
+            value = inst.pixel.get(key)
+            if value and len(value) == 2:
+                spacing = Calibration(float(value[0]), float(value[1]), source)
+                break
+        grey = info.samples_per_pixel == 1
+        shown = None
+        if background:
+            loop = asyncio.get_running_loop()
+            shown = await loop.run_in_executor(
+                self._render_threads, render_pixels, decoded.pixels, info, RenderParams()
+            )
+            if shown.ndim == 2:
+                shown = np.repeat(shown[:, :, None], 3, axis=2)
+        return OverlaySource(
+            width=info.columns,
+            height=info.rows,
+            spacing=spacing,
+            pixels=decoded.pixels if grey else None,
+            slope=info.rescale_slope,
+            intercept=info.rescale_intercept,
+            modality=inst.pixel.get("modality"),
+            background=shown,
+        )
 
     # -- follow the presenter ------------------------------------------------------------------
 

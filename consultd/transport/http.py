@@ -330,11 +330,23 @@ def build_api(max_body_bytes: int) -> Api:
             raise NotFound("no annotations on this image")
         if invalid is not None:
             raise invalid
+        image = await _svc(request).imaging.overlay_source(room, doc_id, query.background)
+        if image is None and (query.width is None or query.height is None):
+            raise BadRequest("width and height are needed for an image the room does not hold")
         async with overlay_slots:
             try:
-                png = await asyncio.to_thread(
-                    render_png, list(notes.values()), query.width, query.height
-                )
+                if image is not None:
+                    png = await asyncio.to_thread(
+                        render_png, list(notes.values()), image.width, image.height,
+                        spacing=image.spacing, pixels=image.pixels, slope=image.slope,
+                        intercept=image.intercept, modality=image.modality,
+                        background=image.background,
+                    )  # fmt: skip
+                else:
+                    assert query.width is not None and query.height is not None
+                    png = await asyncio.to_thread(
+                        render_png, list(notes.values()), query.width, query.height
+                    )
             except OverlayTooComplex as exc:
                 raise ValidationFailed(str(exc)) from None
         return web.Response(

@@ -265,9 +265,12 @@ OverlaySide = Annotated[int, Field(ge=1, le=MAX_SIDE), BeforeValidator(_decimal)
 
 class OverlayQuery(BaseModel):
     """``GET /api/rooms/{room_id}/annotations/{doc_id}/overlay.png``: the image key (from
-    the path) and the image's size in pixels. Other query parameters are ignored."""
+    the path) and the image's size in pixels, which an image the room holds supplies itself.
+    Other query parameters are ignored."""
 
     model_config = ConfigDict(extra="ignore")
     doc_id: DocId
-    width: OverlaySide
-    height: OverlaySide
+    width: OverlaySide | None = None
+    height: OverlaySide | None = None
+    #: Draw over the image itself (rendered with its own window) instead of transparency.
+    background: bool = False

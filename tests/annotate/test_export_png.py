@@ -157,3 +157,50 @@ def test_the_overlay_is_in_the_openapi_document() -> None:
     assert op["operationId"] == "annotation_overlay"
     assert {"session": []} in op["security"] and {"participant": []} in op["security"]
     assert "400" in op["responses"] and "404" in op["responses"]
+
+
+async def test_overlay_on_an_image_the_room_holds(server: ServerProcess, tmp_path: Any) -> None:
+    """The image's own size and calibration; drawn over the image when asked."""
+    from tests.imaging import dicomgen
+
+    dr = await register(server.url)
+    room = await dr.create_room(lobby=False)
+    adm = await dr.join(room["id"])
+    [path] = dicomgen.write_series(dicomgen.ct_series(1, rows=64, cols=80), tmp_path)
+    async with dr.session.post(
+        f"/api/rooms/{room['id']}/imaging/files",
+        data=path.read_bytes(),
+        headers={"Authorization": f"Bearer {adm['token']}"},
+    ) as r:
+        stored = await r.json()
+        assert r.status == 200, stored
+    doc = f"{stored['sop_uid']}:1"
+    host = await connect(server.url, room["id"], adm["token"])
+    await host.wait("joined")
+    async with closing(host):
+        drawer = Drawer(host)
+        drawer_doc = doc
+
+        async def send(data: bytes) -> dict[str, Any]:
+            return await host.sio.call("y", {"doc": drawer_doc, "data": data}, timeout=5)
+
+        drawer.send = send  # type: ignore[method-assign]
+        assert (await drawer.send(sync_step1(drawer.doc.get_state())))["ok"]
+        line = red_line(adm["participant_id"])
+        uids = {"study_uid": stored["study_uid"], "series_uid": stored["series_uid"]}
+        line["anchor"] = {**uids, "instance_uid": stored["sop_uid"], "frame": 1.0}
+        await drawer.draw("l1", line)
+
+        async with dr.session.get(overlay(room["id"], doc, "")) as r:
+            assert r.status == 200, await r.text()
+            bgra = cv2.imdecode(np.frombuffer(await r.read(), np.uint8), cv2.IMREAD_UNCHANGED)
+        assert bgra.shape == (64, 80, 4)  # the image's size, no query needed
+        async with dr.session.get(overlay(room["id"], doc, "?background=true")) as r:
+            assert r.status == 200, await r.text()
+            bgr = cv2.imdecode(np.frombuffer(await r.read(), np.uint8), cv2.IMREAD_UNCHANGED)
+        assert bgr.shape == (64, 80, 3)
+        # Off the line, the CT itself shows through (not transparent black everywhere).
+        assert int(bgr[40:60, 5:75].max()) > 0
+        # An image the room does not hold still needs the size.
+        async with dr.session.get(overlay(room["id"], "1.2.3:1", "")) as r:
+            assert r.status in (400, 404)
