@@ -24,17 +24,37 @@ from consultd.imaging.deid import remap_uid
 from consultd.imaging.ingest import PIXEL_DATA_URI, ZERO_PREAMBLE, Ingested, Refused
 from consultd.imaging.limits import ImagingLimits
 from consultd.imaging.photos import PhotoPolicy, PhotoRefused, ingest_photo
+from consultd.imaging.pixels import read_frame
+from consultd.imaging.render import RenderParams, render_pixels
+from consultd.imaging.textregions import find_text_regions
 
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"  # pydicom's root: no organisation of ours
 
 
+def text_regions(path: str) -> list[tuple[int, int, int, int]]:
+    """Boxes (x, y, w, h) of likely burned-in text on the first frame of a stored image,
+    rendered with its own window (worker process)."""
+    decoded = read_frame(path, 0)
+    shown = render_pixels(decoded.pixels, decoded.info, RenderParams())
+    grey = cv2.cvtColor(shown, cv2.COLOR_RGB2GRAY) if shown.ndim == 3 else shown
+    return [(b.x, b.y, b.w, b.h) for b in find_text_regions(grey, max_regions=32)]
+
+
 def ingest_photo_file(
-    src: str, dst: str, secret: bytes, uploader: str, limits: ImagingLimits
+    src: str,
+    dst: str,
+    secret: bytes,
+    uploader: str,
+    limits: ImagingLimits,
+    blur_faces: bool = True,
 ) -> Ingested | Refused:
-    """Clean the photo at ``src`` and store it at ``dst`` as a Secondary Capture instance."""
+    """Clean the photo at ``src`` and store it at ``dst`` as a Secondary Capture instance;
+    ``blur_faces`` False is the host's override (a photo whose face is the finding)."""
     cleaned = dst + ".photo"
     try:
-        policy = PhotoPolicy(max_bytes=min(limits.max_file_bytes, PhotoPolicy().max_bytes))
+        policy = PhotoPolicy(
+            blur_faces=blur_faces, max_bytes=min(limits.max_file_bytes, PhotoPolicy().max_bytes)
+        )
         result = ingest_photo(src, cleaned, policy)
         if isinstance(result, PhotoRefused):
             return Refused(str(result.code), result.reason)

@@ -389,18 +389,27 @@ def _keep_identity(request: web.Request, p: Participant) -> bool:
     return keep
 
 
+def _blur_faces(request: web.Request, p: Participant) -> bool:
+    """Faces in photos are pixelated unless the host turns it off (``blur_faces=false``)."""
+    off = request.query.get("blur_faces", "").lower() in ("0", "false", "no")
+    if off and p.role is not Role.HOST:
+        raise Forbidden("only the host may share a photo without blurring faces")
+    return not off
+
+
 async def upload_file(request: web.Request) -> web.StreamResponse:
     """One file per request (the browser sends a folder as many): DICOM, JPEG, PNG or WebP."""
     room, p = await participant_of(request, Action.SHARE_IMAGES)
     imaging = _imaging(request)
     keep = _keep_identity(request, p)
+    blur = _blur_faces(request, p)
     limits = imaging.limits
     if (request.content_length or 0) > limits.max_file_bytes:
         raise PayloadTooLarge(f"a file may hold at most {limits.max_file_bytes} bytes")
     path = await _to_temp(
         imaging, request.content.read, limits.max_file_bytes, [limits.max_file_bytes]
     )
-    outcome = await imaging.ingest(room, p, path, keep_identity=keep)
+    outcome = await imaging.ingest(room, p, path, keep_identity=keep, blur_faces=blur)
     status = 200 if outcome.ok else 422
     return web.json_response(
         outcome.to_wire(), status=status, headers={"Cache-Control": "no-store"}

@@ -94,6 +94,9 @@ def instance_summary(inst: Instance) -> dict[str, Any]:
         "instance_number": inst.instance_number,
         "modality": inst.pixel.get("modality"),
         "burned_in": bool(inst.flags.get("burned_in")),
+        #: Where text was found in the first frame's pixels (x, y, w, h): names, IDs, dates
+        #: burned into ultrasound or secondary captures. Shown to the host as a warning.
+        "text_regions": inst.flags.get("text_regions", []),
     }
 
 
@@ -227,16 +230,22 @@ class ImagingService:
     # -- ingest ----------------------------------------------------------------------------
 
     async def ingest(
-        self, room: Room, p: Participant, upload: Path, *, keep_identity: bool = False
+        self,
+        room: Room,
+        p: Participant,
+        upload: Path,
+        *,
+        keep_identity: bool = False,
+        blur_faces: bool = True,
     ) -> IngestOutcome:
         """Ingest one uploaded file (module docstring); ``upload`` is removed afterwards."""
         try:
-            return await self._ingest(room, p, upload, keep_identity)
+            return await self._ingest(room, p, upload, keep_identity, blur_faces)
         finally:
             await asyncio.to_thread(upload.unlink, missing_ok=True)
 
     async def _ingest(
-        self, room: Room, p: Participant, upload: Path, keep_identity: bool
+        self, room: Room, p: Participant, upload: Path, keep_identity: bool, blur_faces: bool
     ) -> IngestOutcome:
         index = await self.index(room)
         source = await asyncio.to_thread(sha256_file, upload)
@@ -258,7 +267,13 @@ class ImagingService:
                 )
             elif kind == "photo":
                 result = await self.pool.run(
-                    capture.ingest_photo_file, str(upload), str(out), secret, p.id, self.limits
+                    capture.ingest_photo_file,
+                    str(upload),
+                    str(out),
+                    secret,
+                    p.id,
+                    self.limits,
+                    blur_faces,
                 )
             else:
                 return IngestOutcome(
@@ -274,8 +289,16 @@ class ImagingService:
         if isinstance(result, Refused):
             out.unlink(missing_ok=True)
             return IngestOutcome(False, code=result.code, reason=result.reason)
-        await asyncio.to_thread(self.blobs.put, out, result.sha256)
-        inst = self._instance(room, p, result, source, keep_identity)
+        stored = await asyncio.to_thread(self.blobs.put, out, result.sha256)
+        text: list[tuple[int, int, int, int]] = []
+        if result.burned_in and kind == "dicom":
+            # The tags say text may be burned in (or cannot say, for US and secondary
+            # captures): look at the pixels, so the host sees where.
+            try:
+                text = await self.pool.run(capture.text_regions, str(stored))
+            except PoolError:
+                text = []
+        inst = self._instance(room, p, result, source, keep_identity, text)
         if inst.sop_uid in index.instances:
             # The same instance from another file (re-exported, re-compressed): keep the
             # first, and remember this file too.
@@ -304,11 +327,17 @@ class ImagingService:
                 **instance_summary(inst),
             },
         )
-        warnings = tuple(result.warnings) if hasattr(result, "warnings") else ()
+        warnings = tuple(result.warnings) + (("text_in_pixels",) if text else ())
         return IngestOutcome(True, instance=inst, warnings=warnings)
 
     def _instance(
-        self, room: Room, p: Participant, r: Ingested, source: str, keep_identity: bool
+        self,
+        room: Room,
+        p: Participant,
+        r: Ingested,
+        source: str,
+        keep_identity: bool,
+        text: list[tuple[int, int, int, int]],
     ) -> Instance:
         # Path-absolute: right whatever host and port the client reached us on.
         pixel_uri = (
@@ -344,7 +373,11 @@ class ImagingService:
             pixel=pixel,
             dicom_json=json.dumps(dicom, separators=(",", ":")).encode(),
             qido=qido_attributes(dicom),
-            flags={"burned_in": r.burned_in, "identity_kept": keep_identity},
+            flags={
+                "burned_in": r.burned_in,
+                "identity_kept": keep_identity,
+                "text_regions": [list(b) for b in text],
+            },
             source_sha256=source,
             uploaded_by=p.id,
             uploaded_at=now(),

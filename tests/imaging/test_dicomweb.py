@@ -261,3 +261,29 @@ async def test_a_photo_becomes_a_secondary_capture(server: ServerProcess) -> Non
         assert r.status == 200
         body = await r.read()
     assert len(body) > 40 * 60 * 3  # one part holding the RGB frame
+
+
+async def test_real_ultrasound_with_burned_in_text_is_flagged(server: ServerProcess) -> None:
+    import deid_data  # type: ignore[import-untyped]
+
+    host, room_id, token = await _room(server)
+    path = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "GREYSCALE_IMAGE.dcm"
+    status, answer = await _upload(host, room_id, token, path.read_bytes())
+    assert status == 200, answer
+    assert answer["burned_in"]
+    assert "text_in_pixels" in answer["warnings"]
+    # The banner at the top of this image holds the patient's name and dates.
+    assert any(y < 80 for _, y, _, _ in answer["text_regions"]), answer["text_regions"]
+
+
+async def test_only_the_host_may_share_a_photo_unblurred(server: ServerProcess) -> None:
+    import cv2
+
+    host, room_id, token = await _room(server)
+    _, png = cv2.imencode(".png", np.full((20, 20, 3), 90, np.uint8))
+    code = await host.make_code(room_id, role="participant")
+    _, guest = await redeem(server.url, room_id, code["code"], "Guest")
+    status, _ = await _upload(host, room_id, guest["token"], png.tobytes(), blur_faces="false")
+    assert status == 403
+    status, answer = await _upload(host, room_id, token, png.tobytes(), blur_faces="false")
+    assert status == 200 and answer["ok"]

@@ -37,6 +37,7 @@ const REFUSALS: Record<string, MsgKey> = {
 const WARNINGS: Record<string, MsgKey> = {
   burned_in_annotation_possible: 'imaging.warn_burned_in',
   text_in_image: 'imaging.warn_text',
+  text_in_pixels: 'imaging.warn_text',
   faces_blurred: 'imaging.warn_faces',
 };
 
