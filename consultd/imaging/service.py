@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,13 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from annotations.measure import IMAGER_PIXEL_SPACING, PIXEL_SPACING, Calibration
 from consultd.audit.log import AuditEvent
 from consultd.errors import NotFound, ValidationFailed
 from consultd.ids import now
-from consultd.imaging import capture
+from consultd.imaging import capture, transcode
 from consultd.imaging.blobs import BlobStore, sha256_file
 from consultd.imaging.index import Instance, RoomIndex, qido_attributes
 from consultd.imaging.ingest import Ingested, IngestPolicy, Refused, ingest_file
@@ -192,11 +194,16 @@ class ImagingService:
         self._decoding: dict[tuple[str, int], asyncio.Future[DecodedFrame]] = {}
         # cv2's LUT, resize and imencode release the GIL: renders run beside the loop.
         self._render_threads = ThreadPoolExecutor(2, thread_name_prefix="render")
+        self._transcoding = asyncio.Lock()
+        self._background: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         await self.pool.start()
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.pool.close()
         self._render_threads.shutdown(wait=False, cancel_futures=True)
 
@@ -327,6 +334,14 @@ class ImagingService:
                 **instance_summary(inst),
             },
         )
+        if transcode.worth_it(
+            inst.transfer_syntax,
+            result.samples_per_pixel,
+            result.rows * result.columns * result.frames * ((result.bits_allocated + 7) // 8),
+        ):
+            task = asyncio.ensure_future(self._serving_copy(room.id, inst))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         warnings = tuple(result.warnings) + (("text_in_pixels",) if text else ())
         return IngestOutcome(True, instance=inst, warnings=warnings)
 
@@ -386,7 +401,30 @@ class ImagingService:
     # -- pixels ----------------------------------------------------------------------------
 
     def path_of(self, inst: Instance) -> Path:
+        """The stored file, as uploaded (after de-identification): retrieval and export."""
         return self.blobs.path(inst.blob)
+
+    def frames_path(self, inst: Instance) -> Path:
+        """Where frames are decoded from: the serving copy when there is one."""
+        serving = inst.pixel.get("serving_blob")
+        return self.blobs.path(serving) if serving else self.blobs.path(inst.blob)
+
+    async def _serving_copy(self, room_id: str, inst: Instance) -> None:
+        """Decode a slow-codec instance once into an uncompressed copy (transcode.py)."""
+        async with self._transcoding:  # one at a time: the other worker keeps ingesting
+            out = self.blobs.temp_path(".dcm")
+            try:
+                digest, _ = await self.pool.run(
+                    transcode.to_native, str(self.path_of(inst)), str(out)
+                )
+            except PoolError:
+                log.warning("no serving copy for an instance (%s)", inst.transfer_syntax)
+                await asyncio.to_thread(out.unlink, missing_ok=True)
+                return
+            await asyncio.to_thread(self.blobs.put, out, digest)
+            inst.pixel["serving_blob"] = digest
+            pixel = {**inst.pixel, "order": list(inst.order)}
+            self.store.later(_set_pixel_job(room_id, inst.sop_uid, pixel))
 
     async def frame(self, inst: Instance, number: int) -> DecodedFrame:
         """Frame ``number`` (1-based, as in DICOMweb) decoded, from the cache or a worker."""
@@ -406,7 +444,7 @@ class ImagingService:
     async def _decode(self, inst: Instance, number: int) -> DecodedFrame:
         try:
             decoded: DecodedFrame = await self.pool.run(
-                read_frame, str(self.path_of(inst)), number - 1
+                read_frame, str(self.frames_path(inst)), number - 1
             )
         except WorkerLimitExceeded as exc:
             raise ValidationFailed(_limit_reason(exc)) from None
@@ -556,6 +594,20 @@ def _order(number: int | None, position: Any, uid: str) -> tuple[float, float, s
         along = 0.0
     # Unnumbered instances sort last (a large number, not inf: the row is stored as JSON).
     return (float(number) if number is not None else 1e12, along, uid)
+
+
+def _set_pixel_job(
+    room_id: str, sop_uid: str, pixel: dict[str, Any]
+) -> Callable[[AsyncConnection], Awaitable[None]]:
+    async def job(conn: AsyncConnection) -> None:
+        await conn.execute(
+            imaging_instances.update()
+            .where(imaging_instances.c.room_id == room_id)
+            .where(imaging_instances.c.sop_instance_uid == sop_uid)
+            .values(pixel=pixel)
+        )
+
+    return job
 
 
 def _row(room_id: str, inst: Instance) -> dict[str, Any]:

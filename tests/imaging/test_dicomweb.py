@@ -287,3 +287,30 @@ async def test_only_the_host_may_share_a_photo_unblurred(server: ServerProcess) 
     assert status == 403
     status, answer = await _upload(host, room_id, token, png.tobytes(), blur_faces="false")
     assert status == 200 and answer["ok"]
+
+
+async def test_jpeg2000_gets_a_serving_copy_with_the_same_values(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    from pydicom.uid import JPEG2000Lossless
+
+    host, room_id, token = await _room(server)
+    [ds] = dicomgen.ct_series(1, rows=64, cols=64)
+    j2k = dicomgen.write(dicomgen.compressed(ds, JPEG2000Lossless), tmp_path / "j2k.dcm")
+    status, a = await _upload(host, room_id, token, j2k.read_bytes())
+    assert status == 200, a
+    blobs = server.data_dir / "imaging" / "blobs"
+    deadline = asyncio.get_running_loop().time() + 20
+    while sum(1 for p in blobs.rglob("*") if p.is_file()) < 2:
+        assert asyncio.get_running_loop().time() < deadline, "no serving copy was written"
+        await asyncio.sleep(0.1)
+    client = _client(server, room_id, token)
+    frames = await asyncio.to_thread(
+        client.retrieve_instance_frames, a["study_uid"], a["series_uid"], a["sop_uid"], [1]
+    )
+    assert np.array_equal(np.frombuffer(frames[0], "<i2").reshape(64, 64), ds.pixel_array)
+    # Retrieval still gives the original, compressed.
+    instance = await asyncio.to_thread(
+        client.retrieve_instance, a["study_uid"], a["series_uid"], a["sop_uid"]
+    )
+    assert instance.file_meta.TransferSyntaxUID == JPEG2000Lossless
