@@ -27,6 +27,18 @@ from annotations.measure import Calibration, ImageInfo, measure
 from annotations.schema import validate_annotation
 from tests.browser.test_annotations import Pair, _items, _tool, _wait_for, pair  # noqa: F401
 from tests.imaging.dicomgen import ct_series, write_series
+from tests.utils import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, web_client_dist: Path) -> Any:
+    """A server of this module's own: share-code redemptions are limited per address (10
+    a minute), and every browser test comes from 127.0.0.1."""
+    srv = ServerProcess(tmp_path_factory.mktemp("imaging-data")).start()
+    yield srv
+    srv.stop()
+    assert not srv.errors_logged(), srv.errors_logged()
+
 
 pytestmark = pytest.mark.browser
 
