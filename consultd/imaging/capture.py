@@ -17,11 +17,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from consultd.imaging.deid import remap_uid
-from consultd.imaging.ingest import PIXEL_DATA_URI, ZERO_PREAMBLE, Ingested, Refused
+from consultd.imaging.ingest import (
+    PIXEL_DATA_URI,
+    ZERO_PREAMBLE,
+    Ingested,
+    IngestPolicy,
+    Refused,
+    ingest_file,
+)
 from consultd.imaging.limits import ImagingLimits
 from consultd.imaging.photos import PhotoPolicy, PhotoRefused, ingest_photo
 from consultd.imaging.pixels import read_frame
@@ -164,3 +172,32 @@ def _dataset(
     ds.PixelRepresentation = 0
     ds.PixelData = pixels.tobytes()
     return ds
+
+
+def mask_regions(
+    src: str, dst: str, regions: list[tuple[int, int, int, int]], limits: ImagingLimits
+) -> Ingested | Refused:
+    """Black out ``regions`` (x, y, w, h) in every frame of the stored instance ``src``
+    (burned-in names and dates), and store the result at ``dst``, uncompressed, with the
+    same UIDs; then inspect it like any upload (``ingest_file``, identity kept: it was
+    de-identified already). Worker process."""
+    ds = pydicom.dcmread(src)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()
+    pixels = ds.pixel_array.copy()
+    frames = pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
+    for x, y, w, h in regions:
+        frames[:, y : y + h, x : x + w] = (
+            0 if ds.PhotometricInterpretation != "MONOCHROME1" else frames.max()
+        )
+    ds.PixelData = pixels.tobytes()
+    ds.BurnedInAnnotation = "NO"
+    method = str(ds.get("DeidentificationMethod", "") or "")
+    ds.DeidentificationMethod = (method + "; " if method else "") + "burned-in text masked"
+    ds.preamble = ZERO_PREAMBLE
+    masked = dst + ".masked"
+    try:
+        ds.save_as(masked, enforce_file_format=True)
+        return ingest_file(masked, dst, IngestPolicy(secret=b"", keep_identity=True, limits=limits))
+    finally:
+        Path(masked).unlink(missing_ok=True)

@@ -132,7 +132,7 @@ async def series_metadata(request: web.Request) -> web.StreamResponse:
     series = index.series_of(request.match_info["study"], request.match_info["series"])
     if series is None:
         raise NotFound("no such series in this room")
-    etag = f'"m-{series.series_uid}-{len(series.instances)}"'
+    etag = f'"m-{series.etag()}"'
     if (hit := _not_modified(request, etag)) is not None:
         return hit
     imaging.opened(room, p, series.series_uid)
@@ -416,6 +416,25 @@ async def upload_file(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def mask_instance(request: web.Request) -> web.StreamResponse:
+    """The host blacks out regions (burned-in text) of an image: ``{"regions": [[x, y, w,
+    h], ...]}`` in image pixels, at most 64."""
+    room, p = await participant_of(request, Action.SHARE_IMAGES)
+    try:
+        body = await request.json()
+        raw = body["regions"]
+        regions = [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in raw]
+        if not 1 <= len(regions) <= 64 or any(len(r) != 4 for r in raw):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise BadRequest('send {"regions": [[x, y, w, h], ...]} with 1 to 64 regions') from None
+    outcome = await _imaging(request).mask(room, p, request.match_info["sop"], regions)
+    status = 200 if outcome.ok else 422
+    return web.json_response(
+        outcome.to_wire(), status=status, headers={"Cache-Control": "no-store"}
+    )
+
+
 async def known_file(request: web.Request) -> web.StreamResponse:
     """Whether the room already holds the file with this SHA-256 (a resumed upload skips it)."""
     room, _ = await participant_of(request, Action.VIEW)
@@ -539,3 +558,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get(I + "/frames/{frames}/rendered", rendered_frame)
     r.add_post("/api/rooms/{room_id}/imaging/files", upload_file)
     r.add_get("/api/rooms/{room_id}/imaging/files/{sha256}", known_file)
+    r.add_post("/api/rooms/{room_id}/imaging/instances/{sop}/mask", mask_instance)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,13 @@ class Series:
             self._metadata_gz = gzip.compress(self._metadata, compresslevel=1, mtime=0)
         return self._metadata_gz
 
+    def etag(self) -> str:
+        """Names the series' current content (its files), stable across restarts."""
+        h = hashlib.sha1(usedforsecurity=False)
+        for inst in self.ordered():
+            h.update(inst.blob.encode())
+        return h.hexdigest()[:20]
+
     def changed(self) -> None:
         self._metadata = self._metadata_gz = None
         self._sorted = None
@@ -114,6 +122,16 @@ class RoomIndex:
         series.changed()
         self.total_bytes += inst.size
         return True
+
+    def replace(self, inst: Instance) -> Instance:
+        """Put ``inst`` in place of the indexed instance with its SOP UID; return the old."""
+        old = self.instances[inst.sop_uid]
+        self.instances[inst.sop_uid] = inst
+        series = self.series[inst.series_uid]
+        series.instances[inst.sop_uid] = inst
+        series.changed()
+        self.total_bytes += inst.size - old.size
+        return old
 
     def instance(self, study: str, series: str, sop: str) -> Instance | None:
         inst = self.instances.get(sop)

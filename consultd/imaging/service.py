@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from annotations.measure import IMAGER_PIXEL_SPACING, PIXEL_SPACING, Calibration
 from consultd.audit.log import AuditEvent
-from consultd.errors import NotFound, ValidationFailed
+from consultd.errors import Forbidden, NotFound, ValidationFailed
 from consultd.ids import now
 from consultd.imaging import capture, transcode
 from consultd.imaging.blobs import BlobStore, sha256_file
@@ -49,7 +49,7 @@ from consultd.imaging.render import RenderParams, render, render_pixels
 from consultd.imaging.sandbox import PoolError, WorkerLimitExceeded, WorkerPool
 from consultd.rooms.notifier import Notifier
 from consultd.rooms.policy import Action, authorize
-from consultd.rooms.room import Participant, Room
+from consultd.rooms.room import Participant, Role, Room
 from consultd.store.tables import imaging_instances
 from consultd.store.unit import Insert, Store
 
@@ -398,6 +398,66 @@ class ImagingService:
             uploaded_at=now(),
         )
 
+    async def mask(
+        self, room: Room, p: Participant, sop_uid: str, regions: list[tuple[int, int, int, int]]
+    ) -> IngestOutcome:
+        """The host blacks out ``regions`` (burned-in text) in every frame of an image. The
+        image keeps its UIDs (annotations stay anchored); the unmasked file is deleted
+        unless another room holds the same one."""
+        if p.role is not Role.HOST:  # the route has authorised p in the room
+            raise Forbidden("only the host may mask an image")
+        index = await self.index(room)
+        old = index.instances.get(sop_uid)
+        if old is None:
+            raise NotFound("no such image in this room")
+        for x, y, w, h in regions:
+            rows, cols = int(old.pixel.get("rows") or 0), int(old.pixel.get("columns") or 0)
+            if not (0 <= x < cols and 0 <= y < rows and 0 < w <= cols - x and 0 < h <= rows - y):
+                raise ValidationFailed("each region must lie inside the image")
+        out = self.blobs.temp_path(".dcm")
+        try:
+            result = await self.pool.run(
+                capture.mask_regions, str(self.path_of(old)), str(out), regions, self.limits
+            )
+        except WorkerLimitExceeded as exc:
+            await asyncio.to_thread(out.unlink, missing_ok=True)
+            return IngestOutcome(False, code="too_costly", reason=_limit_reason(exc))
+        if isinstance(result, Refused):
+            await asyncio.to_thread(out.unlink, missing_ok=True)
+            return IngestOutcome(False, code=result.code, reason=result.reason)
+        await asyncio.to_thread(self.blobs.put, out, result.sha256)
+        keep = bool(old.flags.get("identity_kept"))
+        inst = self._instance(room, p, result, old.source_sha256, keep, [])
+        inst.uploaded_by, inst.uploaded_at = old.uploaded_by, old.uploaded_at
+        inst.flags["masked_regions"] = [list(r) for r in regions]
+        await self.store.later(
+            _replace_job(room.id, inst),
+            AuditEvent(
+                room.id, p.id, "imaging.masked", inst.sop_uid, room.id, {"regions": len(regions)}
+            ),
+        )
+        index.replace(inst)
+        await self._delete_if_unused(old)
+        self.notifier.broadcast(
+            room.id, "imaging", {"kind": "instance_replaced", **instance_summary(inst)}
+        )
+        return IngestOutcome(True, instance=inst)
+
+    async def _delete_if_unused(self, old: Instance) -> None:
+        async with self.store.db.read() as conn:
+            used = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(imaging_instances)
+                    .where(imaging_instances.c.blob == old.blob)
+                )
+            ).scalar_one()
+        if used:
+            return
+        for digest in (old.blob, old.pixel.get("serving_blob")):
+            if digest:
+                await asyncio.to_thread(self.blobs.path(digest).unlink, missing_ok=True)
+
     # -- pixels ----------------------------------------------------------------------------
 
     def path_of(self, inst: Instance) -> Path:
@@ -605,6 +665,20 @@ def _set_pixel_job(
             .where(imaging_instances.c.room_id == room_id)
             .where(imaging_instances.c.sop_instance_uid == sop_uid)
             .values(pixel=pixel)
+        )
+
+    return job
+
+
+def _replace_job(room_id: str, inst: Instance) -> Callable[[AsyncConnection], Awaitable[None]]:
+    row = _row(room_id, inst)
+
+    async def job(conn: AsyncConnection) -> None:
+        await conn.execute(
+            imaging_instances.update()
+            .where(imaging_instances.c.room_id == room_id)
+            .where(imaging_instances.c.sop_instance_uid == inst.sop_uid)
+            .values({k: v for k, v in row.items() if k not in ("room_id", "sop_instance_uid")})
         )
 
     return job

@@ -314,3 +314,46 @@ async def test_jpeg2000_gets_a_serving_copy_with_the_same_values(
         client.retrieve_instance, a["study_uid"], a["series_uid"], a["sop_uid"]
     )
     assert instance.file_meta.TransferSyntaxUID == JPEG2000Lossless
+
+
+async def test_the_host_masks_burned_in_text(server: ServerProcess) -> None:
+    import deid_data
+
+    host, room_id, token = await _room(server)
+    path = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "GREYSCALE_IMAGE.dcm"
+    status, a = await _upload(host, room_id, token, path.read_bytes())
+    assert status == 200 and a["text_regions"], a
+    regions = a["text_regions"]
+    auth = {"Authorization": f"Bearer {token}"}
+    code = await host.make_code(room_id, role="participant")
+    _, guest = await redeem(server.url, room_id, code["code"], "Guest")
+    mask_url = f"/api/rooms/{room_id}/imaging/instances/{a['sop_uid']}/mask"
+    async with host.session.post(
+        mask_url, json={"regions": regions}, headers={"Authorization": f"Bearer {guest['token']}"}
+    ) as r:
+        assert r.status == 403
+    async with host.session.post(mask_url, json={"regions": [[0, 0, 10**6, 5]]}, headers=auth) as r:
+        assert r.status == 422, await r.text()
+    async with host.session.post(mask_url, json={"regions": "all"}, headers=auth) as r:
+        assert r.status == 400
+    async with host.session.post(mask_url, json={"regions": regions}, headers=auth) as r:
+        masked = await r.json()
+        assert r.status == 200, masked
+    assert masked["sop_uid"] == a["sop_uid"]  # annotations stay anchored
+    client = _client(server, room_id, token)
+    instance = await asyncio.to_thread(
+        client.retrieve_instance, a["study_uid"], a["series_uid"], a["sop_uid"]
+    )
+    assert instance.BurnedInAnnotation == "NO"
+    pixels = instance.pixel_array  # (rows, cols) or (rows, cols, 3)
+    before = pydicom.dcmread(path).pixel_array
+    for x, y, w, h in regions:
+        assert not pixels[y : y + h, x : x + w].any()
+        assert before[y : y + h, x : x + w].any()  # there was something there
+    outside = np.ones(pixels.shape[:2], bool)
+    for x, y, w, h in regions:
+        outside[y : y + h, x : x + w] = False
+    assert np.array_equal(pixels[outside], before[outside])
+    # The unmasked file is gone from the store.
+    blobs = server.data_dir / "imaging" / "blobs"
+    assert sum(1 for p in blobs.rglob("*") if p.is_file()) == 1
