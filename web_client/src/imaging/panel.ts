@@ -76,6 +76,7 @@ export class ImagingPanel {
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private refreshing: Promise<void> | null = null;
   private refreshAgain = false;
+  private isHost = false;
 
   constructor(
     private readonly socket: RoomSocket,
@@ -165,7 +166,22 @@ export class ImagingPanel {
     if (this.viewer.series) this.scheduleRefresh();
   }
 
+  /** The host blacks out the text found in an image's pixels (every frame); the image
+   *  keeps its UIDs, so everyone's viewer and annotations stay on it. */
+  private async mask(item: FileResult): Promise<boolean> {
+    const token = this.token();
+    if (!item.sopUid || !item.textRegions?.length || !token) return false;
+    const url = `/api/rooms/${encodeURIComponent(this.roomId)}/imaging/instances/${encodeURIComponent(item.sopUid)}/mask`;
+    const r = await fetch(url, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ regions: item.textRegions }),
+    });
+    return r.ok;
+  }
+
   setRole(role: string): void {
+    this.isHost = role === 'host';
     this.canShare = role === 'host' || role === 'participant';
     this.shareBox.hidden = !this.canShare;
     this.keepRow.hidden = role !== 'host';
@@ -246,7 +262,7 @@ export class ImagingPanel {
   private share(files: { file: File; path: string }[]): void {
     if (!files.length || !this.canShare) return;
     files.sort(byPath);
-    const view = new BatchView();
+    const view = new BatchView(this.isHost ? (item) => this.mask(item) : null);
     this.batchesEl.prepend(view.el);
     const batch = new Batch(
       files,
@@ -300,7 +316,7 @@ class BatchView {
   private readonly problems: HTMLUListElement;
   private readonly shown = new Set<FileResult>();
 
-  constructor() {
+  constructor(private readonly mask: ((item: FileResult) => Promise<boolean>) | null) {
     this.bar = h('progress', { class: 'imaging-progress', testid: 'imaging-progress', attrs: { max: 1, value: 0 } });
     this.summary = h('p', { class: 'imaging-summary', testid: 'imaging-summary', attrs: { role: 'status', 'aria-live': 'polite' } });
     this.problems = h('ul', { class: 'imaging-problems', testid: 'imaging-problems' });
@@ -315,12 +331,12 @@ class BatchView {
     bindText(this.summary, key, { done: p.done, total: p.total, sent: p.sent, skipped: p.skipped, refused: p.refused });
     if (item && !this.shown.has(item) && (item.state === 'refused' || item.state === 'failed' || ((item.state === 'sent' || item.state === 'skipped') && (item.warnings.length || item.burnedIn)))) {
       this.shown.add(item);
-      this.problems.appendChild(problemRow(item));
+      this.problems.appendChild(problemRow(item, this.mask));
     }
   }
 }
 
-function problemRow(item: FileResult): HTMLLIElement {
+function problemRow(item: FileResult, mask: ((item: FileResult) => Promise<boolean>) | null): HTMLLIElement {
   const refused = item.state === 'refused' || item.state === 'failed';
   const li = h('li', { class: refused ? 'imaging-refused' : 'imaging-warning', testid: refused ? 'imaging-refused' : 'imaging-warning', attrs: { 'data-code': item.code ?? '' } });
   const name = h('span', { class: 'imaging-file' }, item.name);
@@ -336,5 +352,15 @@ function problemRow(item: FileResult): HTMLLIElement {
   const codes = [...item.warnings];
   if (item.burnedIn && !codes.includes('burned_in_annotation_possible') && !codes.includes('text_in_image')) codes.push('burned_in_annotation_possible');
   replace(li, name, ' ', ...codes.map((w) => (WARNINGS[w] ? h('span', { class: 'imaging-why', i18n: WARNINGS[w] }) : h('span', {}, w))));
+  if (mask && item.textRegions?.length) {
+    const button = h('button', { class: 'imaging-mask', testid: 'imaging-mask', attrs: { type: 'button' }, i18n: 'imaging.mask_text' });
+    button.addEventListener('click', () => {
+      button.setAttribute('disabled', '');
+      void mask(item).then((ok) => {
+        button.replaceWith(h('span', { class: 'imaging-why', testid: ok ? 'imaging-masked' : 'imaging-mask-failed', i18n: ok ? 'imaging.masked' : 'imaging.mask_failed' }));
+      });
+    });
+    li.append(' ', button);
+  }
   return li;
 }

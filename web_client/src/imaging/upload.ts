@@ -33,6 +33,8 @@ export interface FileResult {
   seriesUid?: string;
   studyUid?: string;
   sopUid?: string;
+  /** Where text was found in the pixels (x, y, w, h): the host may mask it. */
+  textRegions?: number[][];
 }
 
 export interface BatchProgress {
@@ -266,6 +268,8 @@ function where(body: Record<string, unknown>): Partial<FileResult> {
   if (study) out.studyUid = study;
   if (series) out.seriesUid = series;
   if (sop) out.sopUid = sop;
+  const regions = body['text_regions'];
+  if (Array.isArray(regions) && regions.length) out.textRegions = regions as number[][];
   return out;
 }
 
