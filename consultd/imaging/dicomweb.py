@@ -36,6 +36,7 @@ from consultd.imaging.service import ImagingService, IngestOutcome
 from consultd.rooms.policy import Action, authorize_admitted
 from consultd.rooms.room import Participant, Role, Room
 from consultd.services import SERVICES
+from consultd.transport.http import bearer_or_cookie
 
 IMAGING = web.AppKey("imaging", ImagingService)
 PREFIX = "/dicomweb/rooms/{room_id}"
@@ -54,14 +55,10 @@ async def participant_of(request: web.Request, action: Action) -> tuple[Room, Pa
     """The room in the path and the participant calling, authorised for ``action``."""
     svc = request.app[SERVICES]
     room_id = request.match_info["room_id"]
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        token: str | None = auth[7:].strip() or None
-    elif request.method in ("GET", "HEAD"):
-        # Cookies only for reads: a cross-site form can post to us, it cannot read.
-        token = request.cookies.get(f"consultd_p_{room_id}")
-    else:
-        token = None
+    # Cookies only for reads: a cross-site form can post to us, it cannot read.
+    bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+    reading = request.method in ("GET", "HEAD")
+    token = bearer_or_cookie(request, room_id) if bearer or reading else None
     if token is None:
         raise Unauthorized("send the participant token: Authorization: Bearer <token>")
     room, p = await svc.rooms.participant_for_token(room_id, token)
