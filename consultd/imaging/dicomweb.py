@@ -16,7 +16,9 @@ import asyncio
 import hashlib
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from aiohttp import BodyPartReader, web
 
 from consultd.errors import (
     BadRequest,
+    Conflict,
     Forbidden,
     NotFound,
     PayloadTooLarge,
@@ -432,6 +435,115 @@ async def mask_instance(request: web.Request) -> web.StreamResponse:
     )
 
 
+# -- resumable uploads: one large file in chunks ---------------------------------------------
+
+
+@dataclass(slots=True)
+class _Upload:
+    room_id: str
+    participant_id: str
+    path: Path
+    size: int
+    keep_identity: bool
+    blur_faces: bool
+    received: int = 0
+    busy: bool = False
+    touched: float = 0.0
+
+
+#: At most this many unfinished resumable uploads per participant (each holds a temp file).
+MAX_OPEN_UPLOADS = 8
+#: An unfinished upload untouched this long is dropped with its temp file.
+UPLOAD_IDLE_S = 3600.0
+_UPLOADS = web.AppKey("imaging_uploads", dict)
+
+
+def _uploads(request: web.Request) -> dict[str, _Upload]:
+    uploads: dict[str, _Upload] = request.app[_UPLOADS]
+    return uploads
+
+
+async def start_upload(request: web.Request) -> web.StreamResponse:
+    """Open a resumable upload of one file: ``{"size": bytes}`` -> ``{upload_id, offset}``.
+    The client then sends chunks with ``PATCH`` and, after a dropped connection, asks
+    where to go on with ``GET`` (the offset the server holds)."""
+    room, p = await participant_of(request, Action.SHARE_IMAGES)
+    imaging = _imaging(request)
+    keep, blur = _keep_identity(request, p), _blur_faces(request, p)
+    try:
+        size = int((await request.json())["size"])
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest('send {"size": <bytes of the file>}') from None
+    if not 0 < size <= imaging.limits.max_file_bytes:
+        raise PayloadTooLarge(f"a file may hold 1 to {imaging.limits.max_file_bytes} bytes")
+    uploads = _uploads(request)
+    now = time.monotonic()
+    for stale in [k for k, u in uploads.items() if not u.busy and now - u.touched > UPLOAD_IDLE_S]:
+        await asyncio.to_thread(uploads.pop(stale).path.unlink, missing_ok=True)
+    if sum(1 for u in uploads.values() if u.participant_id == p.id) >= MAX_OPEN_UPLOADS:
+        raise Conflict(f"at most {MAX_OPEN_UPLOADS} unfinished uploads at once")
+    upload_id = secrets.token_urlsafe(18)
+    path = imaging.blobs.temp_path(".upload")
+    await asyncio.to_thread(path.touch)
+    uploads[upload_id] = _Upload(room.id, p.id, path, size, keep, blur, touched=now)
+    return web.json_response(
+        {"upload_id": upload_id, "offset": 0}, status=201, headers={"Cache-Control": "no-store"}
+    )
+
+
+def _own_upload(request: web.Request, room: Room, p: Participant) -> tuple[str, _Upload]:
+    upload_id = request.match_info["upload_id"]
+    upload = _uploads(request).get(upload_id)
+    if upload is None or upload.room_id != room.id or upload.participant_id != p.id:
+        raise NotFound("no such upload (finished, or the server restarted: start again)")
+    return upload_id, upload
+
+
+async def upload_offset(request: web.Request) -> web.StreamResponse:
+    room, p = await participant_of(request, Action.SHARE_IMAGES)
+    _, upload = _own_upload(request, room, p)
+    body = {"offset": upload.received, "size": upload.size}
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def upload_chunk(request: web.Request) -> web.StreamResponse:
+    """Append the body at ``?offset=`` (which must be what the server holds); the chunk
+    that completes the file answers with the ingest outcome."""
+    room, p = await participant_of(request, Action.SHARE_IMAGES)
+    upload_id, upload = _own_upload(request, room, p)
+    try:
+        offset = int(request.query["offset"])
+    except (KeyError, ValueError):
+        raise BadRequest("send ?offset=<bytes already sent>") from None
+    if offset != upload.received or upload.busy:
+        raise Conflict(f"the server holds {upload.received} bytes: go on from there")
+    upload.busy = True
+    try:
+        left = upload.size - upload.received
+        with upload.path.open("ab") as f:
+            while chunk := await request.content.read(CHUNK):
+                if len(chunk) > left:
+                    raise PayloadTooLarge("more bytes than the upload announced")
+                await asyncio.to_thread(f.write, chunk)
+                left -= len(chunk)
+                upload.received += len(chunk)
+    finally:
+        # What arrived stays, even from a dropped connection: the client asks for the
+        # offset and goes on from there.
+        upload.busy = False
+        upload.touched = time.monotonic()
+    if upload.received < upload.size:
+        return web.json_response({"offset": upload.received}, headers={"Cache-Control": "no-store"})
+    del _uploads(request)[upload_id]
+    outcome = await _imaging(request).ingest(
+        room, p, upload.path, keep_identity=upload.keep_identity, blur_faces=upload.blur_faces
+    )
+    status = 200 if outcome.ok else 422
+    return web.json_response(
+        outcome.to_wire(), status=status, headers={"Cache-Control": "no-store"}
+    )
+
+
 async def known_file(request: web.Request) -> web.StreamResponse:
     """Whether the room already holds the file with this SHA-256 (a resumed upload skips it)."""
     room, _ = await participant_of(request, Action.VIEW)
@@ -556,3 +668,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/rooms/{room_id}/imaging/files", upload_file)
     r.add_get("/api/rooms/{room_id}/imaging/files/{sha256}", known_file)
     r.add_post("/api/rooms/{room_id}/imaging/instances/{sop}/mask", mask_instance)
+    r.add_post("/api/rooms/{room_id}/imaging/uploads", start_upload)
+    r.add_get("/api/rooms/{room_id}/imaging/uploads/{upload_id}", upload_offset)
+    r.add_patch("/api/rooms/{room_id}/imaging/uploads/{upload_id}", upload_chunk)
+    app[_UPLOADS] = {}

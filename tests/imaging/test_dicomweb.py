@@ -357,3 +357,43 @@ async def test_the_host_masks_burned_in_text(server: ServerProcess) -> None:
     # The unmasked file is gone from the store.
     blobs = server.data_dir / "imaging" / "blobs"
     assert sum(1 for p in blobs.rglob("*") if p.is_file()) == 1
+
+
+async def test_a_large_file_resumes_where_the_server_stopped(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    host, room_id, token = await _room(server)
+    data = _series_bytes(tmp_path, 1, rows=128, cols=128)[0]
+    auth = {"Authorization": f"Bearer {token}"}
+    base = f"/api/rooms/{room_id}/imaging/uploads"
+    async with host.session.post(base, json={"size": len(data)}, headers=auth) as r:
+        assert r.status == 201
+        upload = (await r.json())["upload_id"]
+    url = f"{base}/{upload}"
+    half = len(data) // 2
+    async with host.session.patch(url, params={"offset": "0"}, data=data[:half], headers=auth) as r:
+        assert r.status == 200 and (await r.json())["offset"] == half
+    # A client that lost track (a reconnect) asks, and a wrong offset is refused.
+    async with host.session.get(url, headers=auth) as r:
+        assert (await r.json())["offset"] == half
+    async with host.session.patch(url, params={"offset": "0"}, data=data, headers=auth) as r:
+        assert r.status == 409
+    # Someone else cannot see or feed it.
+    code = await host.make_code(room_id, role="participant")
+    _, guest = await redeem(server.url, room_id, code["code"], "Guest")
+    async with host.session.get(url, headers={"Authorization": f"Bearer {guest['token']}"}) as r:
+        assert r.status == 404
+    async with host.session.patch(
+        url, params={"offset": str(half)}, data=data[half:], headers=auth
+    ) as r:
+        done = await r.json()
+        assert r.status == 200 and done["ok"] and not done["duplicate"], done
+    async with host.session.get(url, headers=auth) as r:
+        assert r.status == 404  # finished
+    # Too many bytes for what was announced.
+    async with host.session.post(base, json={"size": 10}, headers=auth) as r:
+        upload = (await r.json())["upload_id"]
+    async with host.session.patch(
+        f"{base}/{upload}", params={"offset": "0"}, data=b"x" * 20, headers=auth
+    ) as r:
+        assert r.status == 413
