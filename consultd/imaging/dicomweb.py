@@ -178,9 +178,11 @@ async def _instance(request: web.Request, room: Room) -> Instance:
 async def _multipart(
     request: web.Request,
     content_type: str,
-    parts: list[Callable[[], Awaitable[bytes]]] | list[Path],
+    parts: list[bytes] | list[Path],
     etag: str | None = None,
 ) -> web.StreamResponse:
+    """A ``multipart/related`` answer. Parts are ready before the first byte goes out, so
+    an error is still a JSON answer; a client that goes away mid-answer ends it quietly."""
     boundary = secrets.token_hex(16)
     resp = web.StreamResponse(
         headers={
@@ -190,19 +192,22 @@ async def _multipart(
     )
     if etag:
         resp.headers["ETag"] = etag
-    await resp.prepare(request)
     head = f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
-    for part in parts:
-        await resp.write(head)
-        if isinstance(part, Path):
-            with part.open("rb") as f:
-                while chunk := await asyncio.to_thread(f.read, CHUNK):
-                    await resp.write(chunk)
-        else:
-            await resp.write(await part())
-        await resp.write(b"\r\n")
-    await resp.write(f"--{boundary}--\r\n".encode())
-    await resp.write_eof()
+    try:
+        await resp.prepare(request)
+        for part in parts:
+            await resp.write(head)
+            if isinstance(part, Path):
+                with part.open("rb") as f:
+                    while chunk := await asyncio.to_thread(f.read, CHUNK):
+                        await resp.write(chunk)
+            else:
+                await resp.write(part)
+            await resp.write(b"\r\n")
+        await resp.write(f"--{boundary}--\r\n".encode())
+        await resp.write_eof()
+    except ConnectionResetError:  # aiohttp's ClientConnectionResetError is one
+        pass
     return resp
 
 
@@ -251,16 +256,11 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
         return hit
     imaging = _imaging(request)
 
-    def part(n: int) -> Callable[[], Awaitable[bytes]]:
-        async def raw() -> bytes:
-            decoded = await imaging.frame(inst, n)
-            return decoded.pixels.astype(
-                decoded.pixels.dtype.newbyteorder("<"), copy=False
-            ).tobytes()
-
-        return raw
-
-    return await _multipart(request, "application/octet-stream", [part(n) for n in numbers], etag)
+    parts: list[bytes] = []
+    for n in numbers:
+        pixels = (await imaging.frame(inst, n)).pixels
+        parts.append(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes())
+    return await _multipart(request, "application/octet-stream", parts, etag)
 
 
 # -- WADO-RS: rendered ----------------------------------------------------------------------
