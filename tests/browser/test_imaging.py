@@ -284,3 +284,17 @@ async def test_lab_image_is_shown_as_is(pair: Pair, tmp_path: Path) -> None:  # 
     await _tool(a, "tool-line")
     await _drag(a, (10, 45), (110, 45))
     await expect(_items(b).filter(has_text="Line")).to_contain_text("100.0 px", timeout=WAIT_MS)
+
+
+async def test_a_large_file_goes_in_resumable_chunks(pair: Pair, tmp_path: Path) -> None:  # noqa: F811
+    """Over 16 MiB the browser uses the resumable upload (chunks at an offset)."""
+    a = pair.a
+    [path] = write_series(ct_series(1, rows=3072, cols=3072), tmp_path)
+    assert path.stat().st_size > 16 * 1024 * 1024
+    chunks: list[str] = []
+    a.on("request", lambda r: chunks.append(r.url) if "/imaging/uploads/" in r.url else None)
+    await a.get_by_test_id("imaging-file-input").set_input_files(path)
+    await expect(a.get_by_test_id("imaging-summary")).to_contain_text(
+        "Done: 1 shared", timeout=60_000
+    )
+    assert len([u for u in chunks if "offset=" in u]) >= 5  # 18 MiB in 4 MiB chunks

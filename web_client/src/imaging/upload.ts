@@ -55,10 +55,15 @@ interface Item {
   result: FileResult;
   /** Bytes of this file counted as done so far. */
   counted: number;
+  /** The server's id of this file's resumable upload, while one is open. */
+  upload?: string | undefined;
 }
 
 const PARALLEL = 3;
 const RETRY_MS = 3000;
+/** Files larger than this go in resumable chunks of CHUNK_BYTES. */
+const CHUNKED_FROM = 16 * 1024 * 1024;
+const CHUNK_BYTES = 4 * 1024 * 1024;
 
 /**
  * Files that are no use to send: hidden files and a media's DICOMDIR. Anything else goes
@@ -182,8 +187,8 @@ export class Batch {
           this.set(it, { state: 'skipped', ...where(known) }, it.file.size);
           return;
         }
-        this.set(it, { state: 'sending' }, 0);
-        const answer = await this.send(it);
+        if (it.upload === undefined) this.set(it, { state: 'sending' }, 0);
+        const answer = it.file.size > CHUNKED_FROM ? await this.sendChunked(it) : await this.send(it);
         this.settle(it, answer);
         return;
       } catch (err) {
@@ -237,6 +242,49 @@ export class Batch {
     if (res.status === 200) return parse(await res.text());
     if (res.status >= 500) throw new NetworkError(`server answered ${res.status}`);
     return null;
+  }
+
+  /** A large file in chunks (`…/imaging/uploads`): after a dropped connection it goes on
+   *  from the offset the server holds instead of starting over. */
+  private async sendChunked(it: Item): Promise<Answer> {
+    const uploads = `/api/rooms/${encodeURIComponent(this.target.roomId)}/imaging/uploads`;
+    const json = { ...this.headers(), 'Content-Type': 'application/json' };
+    const call = async (url: string, init: RequestInit): Promise<Answer> => {
+      let res: Response;
+      try {
+        res = await fetch(url, { ...init, credentials: 'same-origin', cache: 'no-store' });
+      } catch (err) {
+        throw new NetworkError(String(err));
+      }
+      return { status: res.status, body: parse(await res.text()) };
+    };
+    let offset = 0;
+    if (it.upload !== undefined) {
+      const where = await call(`${uploads}/${it.upload}`, { headers: this.headers() });
+      if (where.status === 200 && typeof where.body?.['offset'] === 'number') offset = where.body['offset'] as number;
+      else it.upload = undefined; // finished or forgotten (a restart): start again
+    }
+    if (it.upload === undefined) {
+      const keep = this.target.keepIdentity() ? '?keep_identity=true' : '';
+      const opened = await call(uploads + keep, { method: 'POST', headers: json, body: JSON.stringify({ size: it.file.size }) });
+      if (opened.status !== 201 || typeof opened.body?.['upload_id'] !== 'string') return opened;
+      it.upload = opened.body['upload_id'] as string;
+      offset = 0;
+    }
+    for (;;) {
+      const chunk = it.file.slice(offset, offset + CHUNK_BYTES);
+      const answer = await call(`${uploads}/${it.upload}?offset=${offset}`, {
+        method: 'PATCH',
+        headers: { ...this.headers(), 'Content-Type': 'application/octet-stream' },
+        body: chunk,
+      });
+      if (answer.status !== 200 || typeof answer.body?.['offset'] !== 'number') {
+        it.upload = undefined;
+        return answer; // the outcome of the last chunk, or an error
+      }
+      offset = answer.body['offset'] as number;
+      this.set(it, {}, Math.floor(offset * 0.95));
+    }
   }
 
   /** POST the file (XHR: upload progress events, which fetch does not give). */
