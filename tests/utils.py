@@ -224,6 +224,8 @@ EVENTS = (
     "ended",
     "server_shutdown",
     "error",
+    "imaging",
+    "viewer",
 )
 
 

@@ -221,7 +221,6 @@ async def test_follow_the_presenter(server: ServerProcess, tmp_path: Path) -> No
     _, a = await _upload(host, room_id, token, _series_bytes(tmp_path, 1, rows=16, cols=16)[0])
     presenter = await connect(server.url, room_id, token)
     follower = await connect(server.url, room_id, guest["token"])
-    follower.sio.on("viewer", lambda d: follower._record("viewer", d))
     async with closing(presenter, follower):
         await follower.wait("joined")
         view = {
@@ -241,6 +240,16 @@ async def test_follow_the_presenter(server: ServerProcess, tmp_path: Path) -> No
         assert not bad["ok"] and bad["error"]["code"] == "not_found"
         bad = await presenter.call("viewer", {"follow": True, "view": {**view, "zoom": 1e9}})
         assert not bad["ok"]
+        # Someone joining now catches up with what is presented.
+        code = await host.make_code(room_id, role="observer")
+        _, late = await redeem(server.url, room_id, code["code"], "Late")
+        latecomer = await connect(server.url, room_id, late["token"])
+        async with closing(latecomer):
+            got = await latecomer.wait("viewer")
+            assert got["view"]["sop_uid"] == a["sop_uid"]
+            # Observers follow but do not present.
+            denied = await latecomer.call("viewer", {"follow": True, "view": view})
+            assert not denied["ok"] and denied["error"]["code"] == "forbidden"
 
 
 async def test_a_photo_becomes_a_secondary_capture(server: ServerProcess) -> None:
