@@ -1,0 +1,132 @@
+"""``Router``: one per room; its transports, their producers, and the consumers fanned out.
+
+Lifecycle (idempotent ``close()`` everywhere, parents cascade to children):
+``Router.close`` -> every ``Transport.close`` -> its producers' ``Producer.close`` -> every
+``Consumer.close`` of them (on the other transports, which then renegotiate the freed slots
+to ``inactive``) -> its own consumers -> ``RTCPeerConnection.close`` (UDP ports released).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from aiortc import RTCIceServer
+
+from ._aiortc_bridge import DEFAULT_MAX_BACKLOG
+from .errors import InvalidStateError, PublishNotAllowedError
+from .producer import Producer
+from .transport import NegotiationRequest, Transport
+
+logger = logging.getLogger(__name__)
+
+
+class Router:
+    """The SFU of one room: every participant's producers go to every other participant."""
+
+    def __init__(
+        self,
+        room_id: str,
+        *,
+        ice_servers: Sequence[RTCIceServer] = (),
+        max_publishers: int | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+    ) -> None:
+        self.room_id = room_id
+        self.ice_servers = tuple(ice_servers)
+        self.max_publishers = max_publishers
+        self.max_backlog = max_backlog
+        self.closed = False
+        self._transports: dict[str, Transport] = {}
+        self._producers: dict[str, Producer] = {}
+
+    @property
+    def transports(self) -> Mapping[str, Transport]:
+        """Open transports by participant id."""
+        return dict(self._transports)
+
+    @property
+    def producers(self) -> Mapping[str, Producer]:
+        """Open producers by producer id."""
+        return dict(self._producers)
+
+    def create_transport(
+        self,
+        participant_id: str,
+        *,
+        can_publish: bool = True,
+        on_negotiation_needed: Callable[[NegotiationRequest], None] | None = None,
+    ) -> Transport:
+        """A participant's transport; it gets a consumer of every producer already here."""
+        if self.closed:
+            raise InvalidStateError("router is closed")
+        if participant_id in self._transports:
+            raise InvalidStateError("participant already has a transport")
+        transport = Transport(
+            self,
+            participant_id,
+            ice_servers=self.ice_servers,
+            can_publish=can_publish,
+            on_negotiation_needed=on_negotiation_needed,
+            max_backlog=self.max_backlog,
+        )
+        self._transports[participant_id] = transport
+        for producer in self._producers.values():
+            transport._add_consumer(producer)
+        return transport
+
+    async def close_transport(self, participant_id: str) -> None:
+        """The participant left or was removed: their media stops at once."""
+        transport = self._transports.get(participant_id)
+        if transport is not None:
+            await transport.close()
+
+    async def set_can_publish(self, participant_id: str, can_publish: bool) -> None:
+        """Role change; demotion closes the participant's producers."""
+        transport = self._transports.get(participant_id)
+        if transport is None:
+            return
+        transport.can_publish = can_publish
+        if not can_publish:
+            for producer in transport.producers:
+                producer.close()
+
+    async def close(self) -> None:
+        """The room ended: close every transport (idempotent)."""
+        self.closed = True
+        for transport in list(self._transports.values()):
+            await transport.close()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "room_id": self.room_id,
+            "transports": [t.stats() for t in self._transports.values()],
+        }
+
+    # --- called by Transport ----------------------------------------------------------------
+
+    def _check_publisher(self, transport: Transport) -> None:
+        if self.max_publishers is None or transport.producers:
+            return
+        publishers = sum(1 for t in self._transports.values() if t.producers)
+        if publishers >= self.max_publishers:
+            raise PublishNotAllowedError("the room has its maximum number of publishers")
+
+    def _publish(self, producer: Producer) -> None:
+        if producer.closed:
+            return
+        self._producers[producer.id] = producer
+        for transport in self._transports.values():
+            if transport.participant_id != producer.participant_id and not transport.closed:
+                transport._add_consumer(producer)
+
+    def _producer_closed(self, producer: Producer) -> None:
+        self._producers.pop(producer.id, None)
+
+    def _transport_closed(self, transport: Transport) -> None:
+        if self._transports.get(transport.participant_id) is transport:
+            del self._transports[transport.participant_id]
+
+    def _stream_id_of(self, producer: Producer) -> str:
+        transport = self._transports.get(producer.participant_id)
+        return transport.stream_id if transport is not None else producer.participant_id
