@@ -62,6 +62,7 @@ class Producer:
         participant_id: str,
         kind: str,
         mid: str,
+        source: str = "",
         codecs: Sequence[Codec],
         extensions: Mapping[int, str],
         send_rtcp: Callable[[bytes], bool],
@@ -71,6 +72,8 @@ class Producer:
         self.id = producer_id
         self.participant_id = participant_id
         self.kind = kind
+        #: microphone, camera or screen (``transport.SOURCES``), as the publisher named it.
+        self.source = source or ("microphone" if kind == "audio" else "camera")
         self.mid = mid
         self.closed = False
         self._owner = owner
@@ -250,6 +253,7 @@ class Producer:
         return {
             "id": self.id,
             "kind": self.kind,
+            "source": self.source,
             "ssrc": self.ssrc,
             "packets_received": self.packets_received,
             "bytes_received": self.bytes_received,

@@ -31,8 +31,18 @@ class Router:
         ice_servers: Sequence[RTCIceServer] = (),
         max_publishers: int | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_bitrate: int | None = None,
+        on_producers_changed: Callable[[], None] | None = None,
+        on_active_speaker: Callable[[str | None], None] | None = None,
     ) -> None:
+        """``max_bitrate``: the room's total publisher bitrate cap, in bits/s (None: none).
+        ``on_producers_changed``: a producer was added or closed (read ``producers``).
+        ``on_active_speaker``: the loudest participant changed (their id; None: silence).
+        """
         self.room_id = room_id
+        self.max_bitrate = max_bitrate
+        self.on_producers_changed = on_producers_changed
+        self.on_active_speaker = on_active_speaker
         self.ice_servers = tuple(ice_servers)
         self.max_publishers = max_publishers
         self.max_backlog = max_backlog
@@ -119,9 +129,12 @@ class Router:
         for transport in self._transports.values():
             if transport.participant_id != producer.participant_id and not transport.closed:
                 transport._add_consumer(producer)
+        if self.on_producers_changed is not None:
+            self.on_producers_changed()
 
     def _producer_closed(self, producer: Producer) -> None:
-        self._producers.pop(producer.id, None)
+        if self._producers.pop(producer.id, None) is not None and self.on_producers_changed:
+            self.on_producers_changed()
 
     def _transport_closed(self, transport: Transport) -> None:
         if self._transports.get(transport.participant_id) is transport:

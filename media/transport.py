@@ -25,7 +25,7 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MEDIA_KINDS = ("audio", "video")
+#: What a producer carries; the default of a kind is its first.
+SOURCES = ("microphone", "camera", "screen")
+_DEFAULT_SOURCE = {"audio": "microphone", "video": "camera"}
 _SDP_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~]{1,64}$")
 _ids = itertools.count(1)
 
@@ -115,6 +118,7 @@ class Transport:
         self._slots: dict[str, _Slot] = {}  # by MID, in m-line order
         self._pending: list[Consumer] = []  # consumers waiting for a slot
         self._sections: list[tuple[str, str]] = []  # (mid, kind) of the negotiated m-lines
+        self._sources: dict[str, str] = {}  # by MID, as the client named them
         self._dirty = False  # an answer would differ from the last one
         self._check_scheduled = False
 
@@ -134,8 +138,12 @@ class Transport:
     def connection_state(self) -> str:
         return self._pc.connectionState
 
-    async def apply_offer(self, sdp: str) -> str:
-        """Apply the client's offer: producers, slots and consumers follow; return the answer."""
+    async def apply_offer(self, sdp: str, sources: Mapping[str, str] | None = None) -> str:
+        """Apply the client's offer: producers, slots and consumers follow; return the answer.
+
+        ``sources`` names what each sending m-line carries, by MID (``SOURCES``: camera,
+        microphone, screen); a sending m-line not named gets its kind's default.
+        """
         async with self._lock:
             if self.closed:
                 raise InvalidStateError("transport is closed")
@@ -150,6 +158,10 @@ class Transport:
                 # aiortc cannot roll back and breaks on a removed m-line: refuse up front
                 raise NegotiationError("m-lines may be added, never removed or reordered")
             media = [m for m in offered if m.kind in MEDIA_KINDS]
+            named = dict(sources or {})
+            if any(v not in SOURCES for v in named.values()):
+                raise NegotiationError(f"a source is one of {', '.join(SOURCES)}")
+            self._sources.update(named)
             if any(_sends(m.direction) and m.mid not in self._producers for m in media):
                 if not self.can_publish:
                     raise PublishNotAllowedError("this participant may not publish")
@@ -295,6 +307,7 @@ class Transport:
             producer_id=f"{self.stream_id}-{kind[0]}{next(_ids)}",
             participant_id=self.participant_id,
             kind=kind,
+            source=self._sources.get(mid, _DEFAULT_SOURCE[kind]),
             mid=mid,
             codecs=bridge.negotiated_codecs(t),
             extensions=bridge.negotiated_extensions(t),
