@@ -176,6 +176,11 @@ export const ClientEvent = {
   leave: 'leave',
   y: 'y',
   viewer: 'viewer',
+  media_join: 'media_join',
+  media_offer: 'media_offer',
+  media_candidate: 'media_candidate',
+  media_mute: 'media_mute',
+  media_leave: 'media_leave',
 } as const;
 export type ClientEventName = (typeof ClientEvent)[keyof typeof ClientEvent];
 
@@ -194,6 +199,10 @@ export const ServerEvent = {
   y: 'y',
   imaging: 'imaging',
   viewer: 'viewer',
+  media_negotiate: 'media_negotiate',
+  media_tracks: 'media_tracks',
+  media_speaker: 'media_speaker',
+  media_closed: 'media_closed',
 } as const;
 export type ServerEventName = (typeof ServerEvent)[keyof typeof ServerEvent];
 
@@ -257,6 +266,10 @@ export interface ServerToClientEvents {
   y: (payload: YPayloadIn) => void;
   imaging: (payload: ImagingEvent) => void;
   viewer: (payload: ViewerEvent) => void;
+  media_negotiate: (payload: MediaNegotiatePayload) => void;
+  media_tracks: (payload: MediaTracksPayload) => void;
+  media_speaker: (payload: MediaSpeakerPayload) => void;
+  media_closed: (payload: MediaClosedPayload) => void;
 }
 
 /** What a presenter's viewer shows (docs/protocol.md, `viewer`); followers track it. */
@@ -302,6 +315,76 @@ export interface ViewerPayload {
   view?: ViewState | null;
 }
 
+// ---------------------------------------------------------------- media (docs/protocol.md, "Media")
+
+export type MediaSource = 'microphone' | 'camera' | 'screen';
+
+/** One published track of the room; a remote track's `track.id` is `producer_id` and its
+ * `streams[0].id` is `stream_id`. */
+export interface MediaTrack {
+  producer_id: string;
+  participant_id: string;
+  stream_id: string;
+  /** The publishing participant's display name. */
+  name: string;
+  kind: 'audio' | 'video';
+  source: MediaSource;
+  muted: boolean;
+}
+
+export interface MediaIceServer {
+  urls: string[];
+  username?: string;
+  credential?: string;
+}
+
+export interface MediaJoinAck {
+  ice_servers: MediaIceServer[];
+  can_publish: boolean;
+  tracks: MediaTrack[];
+}
+
+export interface MediaOfferPayload {
+  sdp: string;
+  /** The source of each sending m-line, by MID. */
+  sources: Record<string, MediaSource>;
+}
+
+export interface MediaCandidatePayload {
+  /** "" ends the candidates. */
+  candidate: string;
+  sdp_mid: string | null;
+  sdp_mline_index: number | null;
+}
+
+export interface MediaMutePayload {
+  source: MediaSource;
+  muted: boolean;
+}
+
+/** Add that many `recvonly` transceivers of each kind, then offer again. */
+export interface MediaNegotiatePayload {
+  audio: number;
+  video: number;
+}
+
+export interface MediaTracksPayload {
+  tracks: MediaTrack[];
+}
+
+export interface MediaSpeakerPayload {
+  participant_id: string | null;
+}
+
+export type MediaClosedReason = 'left' | 'removed' | 'ended' | 'demoted';
+
+export interface MediaClosedPayload {
+  reason: MediaClosedReason;
+}
+
+export const MEDIA_SDP_MAX_CHARS = 65536;
+export const MEDIA_CANDIDATE_MAX_CHARS = 1024;
+
 // ---------------------------------------------------------------- client -> server payloads
 
 export type AckFail = { ok: false; error: ErrorInfo };
@@ -333,6 +416,11 @@ export interface ClientToServerEvents {
   end: (payload: Empty, ack: (res: Ack) => void) => void;
   leave: (payload: Empty, ack: (res: Ack) => void) => void;
   viewer: (payload: ViewerPayload, ack: (res: Ack) => void) => void;
+  media_join: (payload: Empty, ack: (res: Ack<MediaJoinAck>) => void) => void;
+  media_offer: (payload: MediaOfferPayload, ack: (res: Ack<{ sdp: string }>) => void) => void;
+  media_candidate: (payload: MediaCandidatePayload, ack: (res: Ack) => void) => void;
+  media_mute: (payload: MediaMutePayload, ack: (res: Ack) => void) => void;
+  media_leave: (payload: Empty, ack: (res: Ack) => void) => void;
 }
 
 /** Chat limits from docs/protocol.md. */
