@@ -6,6 +6,7 @@
 import { AnnotationPanel } from '../annotations/panel';
 import { ChatPanel } from '../chat/panel';
 import { ImagingPanel } from '../imaging/panel';
+import { MediaPanel } from '../media/panel';
 import { clearStatus, h, replace, say, statusLine } from '../dom';
 import { bindText, errorKey, t, type MsgKey } from '../i18n';
 import { api, ApiError } from '../net/api';
@@ -44,6 +45,7 @@ interface RoomView {
   chat: ChatPanel;
   annotations: AnnotationPanel | null;
   imaging: ImagingPanel | null;
+  media: MediaPanel | null;
   hostTools: HTMLElement;
   lobbySwitch: HTMLInputElement;
 }
@@ -142,7 +144,7 @@ class RoomPage {
 
   private connect(): void {
     this.socket?.close();
-    this.view = null;
+    this.dropView();
     this.showMessage('room.connecting');
     const socket = new RoomSocket({
       roomId: this.roomId,
@@ -186,7 +188,7 @@ class RoomPage {
     switch (e.code) {
       case 'unauthorized':
         clearToken(this.roomId);
-        this.view = null;
+        this.dropView();
         this.showRedeem('join.expired');
         break;
       case 'gone':
@@ -227,6 +229,7 @@ class RoomPage {
     view.people.setAll(p.self, p.participants);
     view.chat.onJoined(p);
     view.imaging?.onJoined(p);
+    view.media?.onJoined(p);
     view.annotations?.onJoined(p.self.id, p.self.role, p);
     this.applyRole();
   }
@@ -313,9 +316,12 @@ class RoomPage {
     // The viewer is the scene the annotations are drawn on (the demo image until a series is open).
     const imaging = this.socket ? new ImagingPanel(this.socket, this.roomId, () => loadToken(this.roomId)) : null;
     const annotations = this.socket ? new AnnotationPanel(this.socket, imaging?.viewer) : null;
+    // The call sits above the images: faces first, then what is discussed.
+    const media = this.socket ? new MediaPanel(this.socket) : null;
+    if (media) root.appendChild(media.el);
     if (imaging) root.appendChild(imaging.el);
     if (annotations) root.appendChild(annotations.el);
-    this.view = { root, people, chat, annotations, imaging, hostTools, lobbySwitch };
+    this.view = { root, people, chat, annotations, imaging, media, hostTools, lobbySwitch };
     return this.view;
   }
 
@@ -327,6 +333,7 @@ class RoomPage {
     this.view.chat.setCanPost(this.self.role !== 'observer');
     this.view.annotations?.setRole(this.self.role);
     this.view.imaging?.setRole(this.self.role);
+    this.view.media?.setRole(this.self.role);
     if (this.room) this.view.lobbySwitch.checked = this.room.lobby;
   }
 
@@ -377,6 +384,12 @@ class RoomPage {
     return btn;
   }
 
+  /** Forget the room view; its call stops (camera and microphone released). */
+  private dropView(): void {
+    this.view?.media?.close();
+    this.view = null;
+  }
+
   // ------------------------------------------------------------ screens
 
   private setConnection(s: ConnectionStatus): void {
@@ -405,7 +418,7 @@ class RoomPage {
     this.socket?.close();
     this.socket = null;
     this.live = false;
-    this.view = null;
+    this.dropView();
     this.setConnection('closed');
     replace(
       this.stage,
