@@ -5,9 +5,9 @@ used here, installed right after ``setRemoteDescription``:
 
 * ``RTCDtlsTransport._rtp_router`` is replaced by a ``RtpRouter`` subclass. aiortc still
   registers its receivers and senders in it as usual; RTCP routed to a *claimed* receiver (a
-  sender report) goes to our ``Producer``, RTCP routed to a claimed sender (PLI, FIR, NACK)
-  to our ``Consumer``. It also routes by the MID header extension, which aiortc's own router
-  records but never reads, for publishers that do not signal their SSRCs.
+  sender report) goes to our ``Producer``, RTCP routed to a claimed sender (PLI, FIR, NACK,
+  REMB) to our ``Consumer``. It also routes by the MID header extension, which aiortc's own
+  router records but never reads, for publishers that do not signal their SSRCs.
 * ``RTCDtlsTransport._handle_rtp_data`` is shadowed on the instance. aiortc's version builds
   an ``RtpPacket`` (extension objects, payload copy) per packet; ours looks the SSRC up in a
   dict and hands the *bytes* of a claimed stream to its ``Producer``, which parses the header
@@ -61,7 +61,7 @@ from aiortc.sdp import SessionDescription
 from av.frame import Frame
 from pylibsrtp import _binding as _srtp_binding
 
-from .rtp import Codec
+from .rtp import PSFB_AFB, Codec, parse_remb
 
 AIORTC_VERSION = "1.16.0"
 PYLIBSRTP_VERSION = "1.0.0"
@@ -122,6 +122,8 @@ class FeedbackSink(Protocol):
     def receive_keyframe_request(self) -> None: ...
 
     def receive_nack(self, lost: Sequence[int]) -> None: ...
+
+    def receive_remb(self, bitrate: int, ssrc_count: int) -> None: ...
 
 
 # --- ICE host addresses ---------------------------------------------------------------------
@@ -257,6 +259,12 @@ class _SenderTap:
         if isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 self.sink.receive_keyframe_request()
+            elif packet.fmt == PSFB_AFB:  # routed here by an SSRC in the REMB's list
+                try:
+                    bitrate, ssrcs = parse_remb(packet.fci)
+                except ValueError:
+                    return  # other application feedback
+                self.sink.receive_remb(bitrate, len(ssrcs))
         elif isinstance(packet, RtcpRtpfbPacket):
             if packet.fmt == RTCP_RTPFB_NACK:
                 self.sink.receive_nack([seq & 0xFFFF for seq in packet.lost])

@@ -10,13 +10,16 @@ map back to the producer's cache by subtraction.
 Sending is synchronous and never waits: the receiver's transport drops its own packets when
 its backlog is full (see ``_aiortc_bridge.DtlsBridge.send_rtp``), counted in ``dropped``.
 RTCP from the receiver: PLI/FIR go to the producer (throttled there), NACKs are answered
-from the producer's cache, and cache misses are NACKed upstream.
+from the producer's cache, and cache misses are NACKed upstream. A REMB (the receiver's
+bandwidth estimate, draft-alvestrand-rmcat-remb-03) is kept with its arrival time; the
+``Router`` reads it when it sets the publisher's target (``bitrate.py``), never per packet.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -71,6 +74,8 @@ class Consumer:
         "octets_sent",
         "packets_sent",
         "producer",
+        "remb_at",
+        "remb_bitrate",
         "retransmitted",
     )
 
@@ -98,6 +103,9 @@ class Consumer:
         self.retransmitted = 0
         self.nack_misses = 0
         self.keyframe_requests_received = 0
+        #: This stream's share of the receiver's last REMB (bits/s; 0: none yet), and when.
+        self.remb_bitrate = 0
+        self.remb_at = 0.0
 
     @property
     def kind(self) -> str:
@@ -247,6 +255,12 @@ class Consumer:
             self.nack_misses += len(misses)
             producer.request_retransmission(misses)
 
+    def receive_remb(self, bitrate: int, ssrc_count: int) -> None:
+        """The receiver's estimate for the ``ssrc_count`` streams its REMB lists, ours among
+        them: this stream is taken to get an even share (a browser sends one REMB for all)."""
+        self.remb_bitrate = bitrate // max(1, ssrc_count)
+        self.remb_at = time.monotonic()
+
     def _producer_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """Translate the publisher's NTP/RTP pair onto this consumer's timeline (§7.2)."""
         if self._set_report is not None and self._last is not None:
@@ -280,6 +294,7 @@ class Consumer:
             "retransmitted": self.retransmitted,
             "nack_misses": self.nack_misses,
             "keyframe_requests_received": self.keyframe_requests_received,
+            "remb_bitrate": self.remb_bitrate,
         }
 
 

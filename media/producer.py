@@ -7,6 +7,11 @@ logs, formats or copies per packet; counters are plain ints.
 
 Keyframe requests (PLI, RFC 4585 §6.3.1) to the publisher are throttled to one per
 ``KEYFRAME_MIN_INTERVAL``; a request inside the window is deferred to its end, never lost.
+
+An audio producer also reads the ssrc-audio-level byte (RFC 6464 §3) of each packet, at an
+offset looked up once per extension layout, and sums it; the ``Router`` takes the mean every
+interval for active-speaker detection (``activespeaker.py``). A video producer tells its
+publisher what to send with REMB (``bitrate.py``), when the ``Router``'s timer says so.
 """
 
 from __future__ import annotations
@@ -17,15 +22,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from .bitrate import REMB_MAX_AGE, remb_due
 from .rtp import (
     URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
     Codec,
     LayoutTable,
     RtpHeader,
     abs_send_time_now,
+    audio_level_offset,
     is_keyframe_start,
     pack_nack,
     pack_pli,
+    pack_remb,
     parse_header,
     unwrap_rtx,
 )
@@ -88,6 +97,12 @@ class Producer:
         self._pli_timer: asyncio.TimerHandle | None = None
         self._nacked: dict[int, float] = {}
         self.last_sender_report: tuple[int, int] | None = None
+        self._level_sum = 0  # of -dBov values since the last take_audio_level
+        self._level_count = 0
+        self._level_at: dict[int, int] = {}  # layout -> offset of the audio-level byte
+        #: What the publisher was last told to send (REMB), bits/s; 0: nothing yet.
+        self.remb_bitrate = 0
+        self._remb_sent_at = -REMB_MAX_AGE
         # counters
         self.packets_received = 0
         self.bytes_received = 0
@@ -95,6 +110,7 @@ class Producer:
         self.rtx_received = 0
         self.keyframe_requests_sent = 0
         self.nacks_sent = 0
+        self.rembs_sent = 0
         self.update_codecs(codecs, extensions)
 
     # negotiation -------------------------------------------------------------------------
@@ -115,6 +131,11 @@ class Producer:
                 self._rtx_apt[codec.payload_type] = int(apt)
         self.extensions: dict[int, str] = dict(extensions)
         self._has_abs = URI_ABS_SEND_TIME in self.extensions.values()
+        # 0: no audio level to read (video, or not negotiated); ids are 1..255.
+        self._level_id = 0
+        if self.kind == "audio":
+            self._level_id = next((i for i, u in extensions.items() if u == URI_AUDIO_LEVEL), 0)
+        self._level_at = {}
         for consumer in (*self._consumers, *self._waiting):
             consumer._producer_changed()
 
@@ -143,6 +164,15 @@ class Producer:
         self.packets_received += 1
         self.bytes_received += len(data)
         self._cache[header.seq & _CACHE_MASK] = (data, header)
+        if self._level_id:
+            at = self._level_at.get(header.layout)
+            if at is None:
+                at = audio_level_offset(header, self._level_id)
+                if header.layout >= 0:
+                    self._level_at[header.layout] = at
+            if at >= 0:
+                self._level_sum += data[at] & 0x7F  # the low 7 bits; the top one is V
+                self._level_count += 1
         abs_send_time = abs_send_time_now() if self._has_abs else None
         if self._waiting:
             self._start_waiting(data, header)
@@ -222,6 +252,39 @@ class Producer:
         if self._send_rtcp(pack_nack(self._rtcp_ssrc, self.ssrc, sorted(fresh))):
             self.nacks_sent += 1
 
+    def take_audio_level(self) -> float | None:
+        """Mean audio level (dBov, -127..0) of the packets since the last call; None if none
+        carried one."""
+        count = self._level_count
+        if not count:
+            return None
+        level = -self._level_sum / count
+        self._level_sum = self._level_count = 0
+        return level
+
+    def receiver_estimate(self, now: float) -> int | None:
+        """The lowest bitrate a consumer's receiver reported in the last ``REMB_MAX_AGE``."""
+        estimates = [
+            c.remb_bitrate
+            for c in (*self._consumers, *self._waiting)
+            if c.remb_bitrate and now - c.remb_at < REMB_MAX_AGE
+        ]
+        return min(estimates) if estimates else None
+
+    def send_remb(self, bitrate: int, now: float) -> bool:
+        """Tell the publisher to send at most ``bitrate`` bits/s (REMB), if due: once per
+        ``REMB_INTERVAL``, or at once on a change of more than ``REMB_CHANGE``."""
+        if self.closed or self.ssrc is None:
+            return False
+        if not remb_due(bitrate, self.remb_bitrate, self._remb_sent_at, now):
+            return False
+        if not self._send_rtcp(pack_remb(self._rtcp_ssrc, bitrate, [self.ssrc])):
+            return False
+        self.remb_bitrate = bitrate
+        self._remb_sent_at = now
+        self.rembs_sent += 1
+        return True
+
     def receive_sender_report(self, ssrc: int, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """A sender report of the publisher (RFC 3550 §6.4.1): consumers translate it."""
         if ssrc != self.ssrc:
@@ -261,5 +324,7 @@ class Producer:
             "rtx_received": self.rtx_received,
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "nacks_sent": self.nacks_sent,
+            "rembs_sent": self.rembs_sent,
+            "remb_bitrate": self.remb_bitrate,
             "consumers": len(self._consumers) + len(self._waiting),
         }

@@ -4,21 +4,32 @@ Lifecycle (idempotent ``close()`` everywhere, parents cascade to children):
 ``Router.close`` -> every ``Transport.close`` -> its producers' ``Producer.close`` -> every
 ``Consumer.close`` of them (on the other transports, which then renegotiate the freed slots
 to ``inactive``) -> its own consumers -> ``RTCPeerConnection.close`` (UDP ports released).
+
+While the room has producers, a timer (``TICK``, 300 ms; never per packet) does the room-wide
+work: the active speaker from the microphones' audio levels (``activespeaker.py``), and each
+video publisher's target bitrate, sent to it as REMB (``bitrate.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from aiortc import RTCIceServer
 
 from ._aiortc_bridge import DEFAULT_MAX_BACKLOG
+from .activespeaker import ActiveSpeakerDetector
+from .bitrate import allocate, target_bitrate
 from .errors import InvalidStateError, PublishNotAllowedError
 from .producer import Producer
 from .transport import NegotiationRequest, Transport
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two rounds of active-speaker detection and bitrate targets.
+TICK = 0.3
 
 
 class Router:
@@ -49,6 +60,8 @@ class Router:
         self.closed = False
         self._transports: dict[str, Transport] = {}
         self._producers: dict[str, Producer] = {}
+        self._speakers = ActiveSpeakerDetector()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def transports(self) -> Mapping[str, Transport]:
@@ -59,6 +72,11 @@ class Router:
     def producers(self) -> Mapping[str, Producer]:
         """Open producers by producer id."""
         return dict(self._producers)
+
+    @property
+    def active_speaker(self) -> str | None:
+        """The participant speaking now, as last reported to ``on_active_speaker``."""
+        return self._speakers.speaker
 
     def create_transport(
         self,
@@ -104,12 +122,14 @@ class Router:
     async def close(self) -> None:
         """The room ended: close every transport (idempotent)."""
         self.closed = True
+        self._stop_timer()
         for transport in list(self._transports.values()):
             await transport.close()
 
     def stats(self) -> dict[str, object]:
         return {
             "room_id": self.room_id,
+            "active_speaker": self._speakers.speaker,
             "transports": [t.stats() for t in self._transports.values()],
         }
 
@@ -129,11 +149,19 @@ class Router:
         for transport in self._transports.values():
             if transport.participant_id != producer.participant_id and not transport.closed:
                 transport._add_consumer(producer)
+        if self._timer is None and not self.closed:
+            self._timer = asyncio.get_running_loop().call_later(TICK, self._tick)
         if self.on_producers_changed is not None:
             self.on_producers_changed()
 
     def _producer_closed(self, producer: Producer) -> None:
-        if self._producers.pop(producer.id, None) is not None and self.on_producers_changed:
+        if self._producers.pop(producer.id, None) is None:
+            return
+        if not self._producers:
+            self._stop_timer()
+            if self._speakers.reset():
+                self._speaker_changed()
+        if self.on_producers_changed:
             self.on_producers_changed()
 
     def _transport_closed(self, transport: Transport) -> None:
@@ -143,3 +171,49 @@ class Router:
     def _stream_id_of(self, producer: Producer) -> str:
         transport = self._transports.get(producer.participant_id)
         return transport.stream_id if transport is not None else producer.participant_id
+
+    # --- the room's timer -------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(TICK, self._tick)
+        now = time.monotonic()
+        self._update_speaker()
+        self._update_bitrates(now)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _update_speaker(self) -> None:
+        # A microphone's level, not a shared screen's sound: that is no one speaking.
+        levels: dict[str, float | None] = {}
+        for producer in self._producers.values():
+            if producer.kind != "audio":
+                continue
+            level = producer.take_audio_level()
+            if producer.source != "microphone":
+                continue
+            previous = levels.get(producer.participant_id)
+            if previous is None or (level is not None and level > previous):
+                levels[producer.participant_id] = level
+        if self._speakers.update(levels):
+            self._speaker_changed()
+
+    def _speaker_changed(self) -> None:
+        if self.on_active_speaker is None:
+            return
+        try:
+            self.on_active_speaker(self._speakers.speaker)
+        except Exception:  # the signalling layer's bug must not stop the room's timer
+            logger.exception("on_active_speaker failed in room %s", self.room_id)
+
+    def _update_bitrates(self, now: float) -> None:
+        video = [p for p in self._producers.values() if p.kind == "video"]
+        if not video:
+            return
+        audio = len(self._producers) - len(video)
+        allocation = allocate([(p.id, p.source) for p in video], audio, self.max_bitrate)
+        for producer in video:
+            target = target_bitrate(allocation[producer.id], producer.receiver_estimate(now))
+            producer.send_remb(target, now)

@@ -3,7 +3,8 @@
 Pure functions over bytes; no aiortc, no I/O. References: RFC 3550 §5.1 (fixed header),
 RFC 8285 §4.2-4.3 (one- and two-byte header extensions), RFC 4585 §6.1 and §6.3.1 (feedback,
 PLI), RFC 4588 §4 (RTX), RFC 7741 §4.2-4.3 (VP8), RFC 6184 §5.6-5.8 (H.264), RFC 6184 §8.1
-(profile-level-id).
+(profile-level-id), RFC 6464 §3 (client-to-mixer audio level),
+draft-alvestrand-rmcat-remb-03 §2.2 (REMB).
 
 Hot-path rule: ``parse_header`` (and ``LayoutTable.number``) runs once per incoming packet;
 per consumer only ``bytearray`` + ``FIXED_PATCH.pack_into`` + ``ExtensionRewriter.rewrite``
@@ -34,7 +35,11 @@ URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RTCP_PSFB = 206
 RTCP_RTPFB = 205
 PSFB_PLI = 1
+PSFB_AFB = 15  # application layer feedback (RFC 4585 §6.4): REMB rides on it
 RTPFB_NACK = 1
+_REMB = b"REMB"
+#: Largest REMB bitrate: an 18-bit mantissa with a 6-bit exponent.
+REMB_MAX_BITRATE = 0x3FFFF << 63
 
 
 class RtpHeader:
@@ -475,3 +480,50 @@ def pack_nack(sender_ssrc: int, media_ssrc: int, lost: Sequence[int]) -> bytes:
     return (
         struct.pack("!BBHII", 0x80 | RTPFB_NACK, RTCP_RTPFB, words, sender_ssrc, media_ssrc) + fci
     )
+
+
+def pack_remb(sender_ssrc: int, bitrate: int, media_ssrcs: Sequence[int]) -> bytes:
+    """A Receiver Estimated Maximum Bitrate (draft-alvestrand-rmcat-remb-03 §2.2): PSFB
+    FMT 15 with media SSRC 0, "REMB", the SSRC count, the bitrate as a 6-bit exponent and an
+    18-bit mantissa (rounded down: the sender may send less, never more), the SSRCs."""
+    if bitrate < 0 or bitrate > REMB_MAX_BITRATE:
+        raise ValueError("REMB bitrate out of range")
+    if len(media_ssrcs) > 255:
+        raise ValueError("REMB lists at most 255 SSRCs")
+    exponent = max(0, bitrate.bit_length() - 18)
+    mantissa = bitrate >> exponent
+    words = 4 + len(media_ssrcs)
+    return struct.pack(
+        f"!BBHII4sBBH{len(media_ssrcs)}I",
+        0x80 | PSFB_AFB,
+        RTCP_PSFB,
+        words,
+        sender_ssrc,
+        0,
+        _REMB,
+        len(media_ssrcs),
+        (exponent << 2) | (mantissa >> 16),
+        mantissa & 0xFFFF,
+        *media_ssrcs,
+    )
+
+
+def parse_remb(fci: bytes) -> tuple[int, tuple[int, ...]]:
+    """(bitrate, SSRCs) of a REMB's feedback control information; ``ValueError`` if it is
+    not one (other application feedback shares FMT 15)."""
+    if len(fci) < 8 or fci[:4] != _REMB:
+        raise ValueError("not a REMB")
+    count = fci[4]
+    if len(fci) < 8 + 4 * count:
+        raise ValueError("REMB SSRC list is truncated")
+    bitrate = (((fci[5] & 0x03) << 16) | _U16.unpack_from(fci, 6)[0]) << (fci[5] >> 2)
+    return bitrate, struct.unpack_from(f"!{count}I", fci, 8)
+
+
+def audio_level_offset(header: RtpHeader, ext_id: int) -> int:
+    """Where the ssrc-audio-level byte of this packet is (RFC 6464 §3: V bit, then the level
+    in -dBov, 0 loudest, 127 silence), or -1. Same for every packet of one ``layout``."""
+    for element_id, _, value, length in header.extensions:
+        if element_id == ext_id and length >= 1:
+            return value
+    return -1
