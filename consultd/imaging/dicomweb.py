@@ -597,6 +597,15 @@ async def store_instances(request: web.Request) -> web.StreamResponse:
     return _stow_answer(room.id, outcomes)
 
 
+#: PS3.4 status codes a STOW-RS Failure Reason carries (C000: cannot understand).
+_FAILURE_REASONS = {
+    "too_large": 0xA700,  # out of resources
+    "room_full": 0xA700,
+    "too_costly": 0xA700,
+    "transfer_syntax": 0xC122,  # transfer syntax not supported
+}
+
+
 def _stow_answer(room_id: str, outcomes: list[IngestOutcome]) -> web.Response:
     ok = [o for o in outcomes if o.ok and o.instance is not None]
     failed = [o for o in outcomes if not o.ok]
@@ -621,13 +630,14 @@ def _stow_answer(room_id: str, outcomes: list[IngestOutcome]) -> web.Response:
             ],
         }
     if failed:
+        # Every key must be a tag: a DICOM JSON reader (pydicom's, so dicomweb-client's)
+        # refuses anything else. The reason goes in Error Comment (LO, 64 characters).
         body["00081198"] = {
             "vr": "SQ",
             "Value": [
                 {
-                    "00081197": {"vr": "US", "Value": [0xC000]},
-                    # Not a DICOM attribute: the reason, for people reading the answer.
-                    "consultd_reason": {"code": o.code, "reason": o.reason},
+                    "00081197": {"vr": "US", "Value": [_FAILURE_REASONS.get(o.code, 0xC000)]},
+                    "00000902": {"vr": "LO", "Value": [f"{o.code}: {o.reason}"[:64]]},
                 }
                 for o in failed
             ],

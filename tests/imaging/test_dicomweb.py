@@ -8,7 +8,9 @@ import io
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -96,6 +98,34 @@ async def test_upload_deidentifies_and_dicomweb_client_reads_it(
         params={"window": "40,400,linear"},  # sent URL-encoded: window=40%2C400%2Clinear
     )
     assert jpeg[:3] == b"\xff\xd8\xff"
+    # The window asked for is the one applied (the file's own is 40/400): lung, -600/1500.
+    lung = await asyncio.to_thread(
+        client.retrieve_instance_frames_rendered,
+        study,
+        series,
+        sop,
+        [1],
+        media_types=("image/jpeg",),
+        params={"window": "-600,1500,linear"},
+    )
+    source = pydicom.dcmread(io.BytesIO(originals[0]))
+    hu = expected * float(source.RescaleSlope) + float(source.RescaleIntercept)
+    decoded = cv2.imdecode(np.frombuffer(lung, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert decoded is not None
+    got = decoded.astype(float)
+
+    def window(center: float, width: float) -> Any:
+        return np.clip((hu - (center - 0.5)) / (width - 1) + 0.5, 0, 1) * 255
+
+    # JPEG at quality 90 on a noisy 64² image: a few grey levels off on average.
+    assert np.abs(got - window(-600, 1500)).mean() < 4
+    assert np.abs(got - window(40, 400)).mean() > 20
+
+    # Pixel Data's BulkDataURI, resolved against the metadata's URL, gives the frame.
+    uri = metadata[0]["7FE00010"]["BulkDataURI"]
+    url = urljoin(f"{server.url}/dicomweb/rooms/{room_id}/studies/{study}/series/{series}", uri)
+    bulk = await asyncio.to_thread(client.retrieve_bulkdata, url)
+    assert [np.frombuffer(b, "<i2").reshape(64, 64).tolist() for b in bulk] == [expected.tolist()]
 
     instance = await asyncio.to_thread(client.retrieve_instance, study, series, sop)
     assert instance.SOPInstanceUID == sop
@@ -138,6 +168,24 @@ async def test_stow_rs_with_dicomweb_client(server: ServerProcess, tmp_path: Pat
     assert "FailedSOPSequence" not in answer
     studies = await asyncio.to_thread(client.search_for_studies)
     assert studies[0]["00201208"]["Value"] == [3]
+
+
+async def test_stow_rs_refuses_a_bad_instance_and_keeps_the_good(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    _, room_id, token = await _room(server)
+    first, bad, last = dicomgen.ct_series(3, rows=32, cols=32)
+    del bad.StudyInstanceUID
+    client = _client(server, room_id, token)
+    # dicomweb-client parses the answer as DICOM JSON: it must hold tags only.
+    answer = await asyncio.to_thread(client.store_instances, [first, bad, last])
+    assert len(answer.ReferencedSOPSequence) == 2
+    [failed] = answer.FailedSOPSequence
+    assert failed.FailureReason == 0xC000
+    assert failed.ErrorComment.startswith("missing_attribute:"), failed.ErrorComment
+    assert len(failed.ErrorComment) <= 64
+    studies = await asyncio.to_thread(client.search_for_studies)
+    assert studies[0]["00201208"]["Value"] == [2]
 
 
 async def test_who_may_upload_and_read(server: ServerProcess, tmp_path: Path) -> None:
