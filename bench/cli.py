@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -80,6 +81,10 @@ async def _run(scenario: Scenario, args: argparse.Namespace) -> int:
     server: SpawnedServer | None = None
     probe: ServerProbe | None = None
     if args.spawn:
+        # a scenario may need server settings (media: ICE on loopback); the user's env wins
+        server_env = getattr(scenario, "server_env", None)
+        for key, value in (server_env(args) if server_env is not None else {}).items():
+            os.environ.setdefault(key, value)
         server = SpawnedServer()
         server.start()
         probe = server.probe

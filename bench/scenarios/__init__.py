@@ -11,6 +11,7 @@ SCENARIOS: dict[str, str] = {
     "join-chat": "bench.scenarios.join_chat",
     "annotations": "bench.scenarios.annotations",
     "imaging": "bench.scenarios.imaging",
+    "media": "bench.scenarios.media",
 }
 
 
