@@ -40,6 +40,9 @@ const CLOSED_KEYS: Record<MediaClosedReason, MsgKey> = {
 interface TestHooks {
   pc(): RTCPeerConnection | null;
   state(): Record<string, unknown>;
+  /** The recovery paths, as if the network had failed. */
+  restartIce(): void;
+  rebuild(): void;
 }
 
 declare global {
@@ -159,7 +162,10 @@ export class MediaPanel {
     if (window.__consultdTestHooks === true) {
       window.__consultdMedia = {
         pc: () => this.session.pc,
+        restartIce: () => this.session.restartIce(),
+        rebuild: () => this.session.rebuild(),
         state: () => ({
+          self: this.selfId,
           state: this.session.state,
           canPublish: this.session.canPublish,
           tracks: this.tracks,
@@ -169,6 +175,7 @@ export class MediaPanel {
           cameraOff: this.cameraOff,
           audioOnly: this.audioOnly,
           sharing: this.session.localTrack('screen') !== null,
+          serverRestartsIce: this.session.iceRestarts,
         }),
       };
     }

@@ -26,3 +26,9 @@ export function msidByMid(sdp: string): Map<string, SectionMsid> {
   }
   return out;
 }
+
+/** The first `a=ice-ufrag` of `sdp` (BUNDLE: one for all m-lines), or null. */
+export function iceUfrag(sdp: string | undefined | null): string | null {
+  const m = sdp ? /^a=ice-ufrag:(\S+)/m.exec(sdp) : null;
+  return m?.[1] ?? null;
+}

@@ -12,8 +12,11 @@
  * each carries is read from the answer's `a=msid` by MID.
  *
  * Recovery: ICE `disconnected` for a moment or `failed` -> an ICE-restart offer; if the
- * connection is not back within a few seconds (aiortc, the server's stack, does not restart
- * ICE), `media_leave` then `media_join` with a new RTCPeerConnection.
+ * connection is not back within a few seconds, `media_leave` then `media_join` with a new
+ * RTCPeerConnection. A server that answers a restart with its old ICE credentials did not
+ * restart (RFC 8445 §9 changes them on both sides; aiortc 1.16 starts its ICE transport
+ * once and ignores new remote credentials): then the new transport comes at once, and
+ * later recoveries skip the restart.
  */
 import {
   ClientEvent,
@@ -26,7 +29,7 @@ import {
   type MediaTrack,
 } from '../net/protocol';
 import { AckError, type RoomSocket } from '../net/socket';
-import { msidByMid } from './sdp';
+import { iceUfrag, msidByMid } from './sdp';
 
 export type SessionState = 'idle' | 'joining' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
@@ -87,6 +90,8 @@ export class MediaSession {
   private connectTimer: ReturnType<typeof setTimeout> | null = null;
   private rebuildTimer: ReturnType<typeof setTimeout> | null = null;
   private rebuildAttempts = 0;
+  /** Whether the server restarts ICE (null: not tried yet). */
+  private serverRestartsIce: boolean | null = null;
   /** `media_leave`s we sent ourselves: their `media_closed {left}` is no news. */
   private ownLeaves = 0;
 
@@ -112,6 +117,11 @@ export class MediaSession {
   /** Joined (or joining, or recovering): not idle and not closed. */
   get active(): boolean {
     return this.stateValue !== 'idle' && this.stateValue !== 'closed';
+  }
+
+  /** Whether the server restarts ICE (null: not tried yet). */
+  get iceRestarts(): boolean | null {
+    return this.serverRestartsIce;
   }
 
   get receivingVideo(): boolean {
@@ -327,10 +337,14 @@ export class MediaSession {
   }
 
   /** First an ICE restart; a new transport if that has not worked within RESTART_WAIT_MS. */
-  private restartIce(): void {
+  restartIce(): void {
     if (this.restartTimer !== null) return;
     const pc = this.pc;
     if (!pc) return;
+    if (this.serverRestartsIce === false) {
+      this.rebuild();
+      return;
+    }
     this.requestOffer(true);
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
@@ -446,6 +460,7 @@ export class MediaSession {
   private async offerOnce(pc: RTCPeerConnection, iceRestart: boolean, gen: number): Promise<void> {
     if (pc.getTransceivers().length === 0) return; // nothing to say yet: media_negotiate will come
     this.heldCandidates ??= [];
+    const serverUfrag = iceUfrag(pc.remoteDescription?.sdp);
     const offer = await pc.createOffer(iceRestart ? { iceRestart: true } : {});
     await pc.setLocalDescription(offer);
     const sdp = pc.localDescription?.sdp ?? offer.sdp ?? '';
@@ -462,6 +477,14 @@ export class MediaSession {
     }
     if (gen !== this.generation || pc.signalingState !== 'have-local-offer') return;
     await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    if (iceRestart && serverUfrag !== null) {
+      this.serverRestartsIce = iceUfrag(answer) !== serverUfrag;
+      if (!this.serverRestartsIce) {
+        // Our new credentials are not the server's: only a new transport recovers.
+        this.rebuild();
+        return;
+      }
+    }
     this.mapRemote(pc, answer);
     const held = this.heldCandidates ?? [];
     this.heldCandidates = null;
