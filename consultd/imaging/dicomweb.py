@@ -34,6 +34,7 @@ from consultd.errors import (
     ValidationFailed,
 )
 from consultd.imaging.index import Instance, Query, QueryError, RoomIndex, encode_rows
+from consultd.imaging.pixels import DecodedFrame
 from consultd.imaging.render import RenderError, RenderParams
 from consultd.imaging.service import ImagingService, IngestOutcome
 from consultd.rooms.policy import Action, authorize_admitted
@@ -261,6 +262,46 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
         pixels = (await imaging.frame(inst, n)).pixels
         parts.append(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes())
     return await _multipart(request, "application/octet-stream", parts, etag)
+
+
+async def retrieve_bulkdata(request: web.Request) -> web.StreamResponse:
+    """Pixel Data's BulkDataURI (``.../bulkdata/7FE00010``): every frame's stored values,
+    uncompressed little endian, one after the other in one part (PS3.18 8.7.3.3.2), so a
+    multi-frame instance is whole. Frames are decoded one at a time as they go out."""
+    room, _ = await participant_of(request, Action.VIEW)
+    inst = await _instance(request, room)
+    if request.match_info["tag"].upper() != "7FE00010":
+        raise NotFound("only Pixel Data (7FE00010) is served as bulk data")
+    etag = f'"b-{inst.blob}"'
+    if (hit := _not_modified(request, etag)) is not None:
+        return hit
+    imaging = _imaging(request)
+
+    def little_endian(frame: DecodedFrame) -> bytes:
+        pixels = frame.pixels
+        return bytes(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes())
+
+    first = little_endian(await imaging.frame(inst, 1))  # a failure here is still JSON
+    boundary = secrets.token_hex(16)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": f'multipart/related; type="application/octet-stream"; '
+            f"boundary={boundary}",
+            "Cache-Control": CACHE,
+            "ETag": etag,
+        }
+    )
+    try:
+        await resp.prepare(request)
+        await resp.write(f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode())
+        await resp.write(first)
+        for n in range(2, inst.frames + 1):
+            await resp.write(little_endian(await imaging.frame(inst, n)))
+        await resp.write(f"\r\n--{boundary}--\r\n".encode())
+        await resp.write_eof()
+    except ConnectionResetError:  # the client went away
+        pass
+    return resp
 
 
 # -- WADO-RS: rendered ----------------------------------------------------------------------
@@ -674,6 +715,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(I + "/rendered", rendered_instance)
     r.add_get(I + "/thumbnail", instance_thumbnail)
     r.add_get(I + "/frames/{frames}", retrieve_frames)
+    r.add_get(I + "/bulkdata/{tag}", retrieve_bulkdata)
     r.add_get(I + "/frames/{frames}/rendered", rendered_frame)
     r.add_post("/api/rooms/{room_id}/imaging/files", upload_file)
     r.add_get("/api/rooms/{room_id}/imaging/files/{sha256}", known_file)

@@ -354,10 +354,11 @@ class ImagingService:
         keep_identity: bool,
         text: list[tuple[int, int, int, int]],
     ) -> Instance:
-        # Path-absolute: right whatever host and port the client reached us on.
+        # Path-absolute: right whatever host and port the client reached us on. All the
+        # frames (dicomweb.retrieve_bulkdata), not frame 1: multi-frame instances too.
         pixel_uri = (
             f"/dicomweb/rooms/{room.id}/studies/{r.study_uid}/series/{r.series_uid}"
-            f"/instances/{r.sop_instance_uid}/frames/1"
+            f"/instances/{r.sop_instance_uid}/bulkdata/7FE00010"
         )
         dicom = _with_bulk_uris(r.dicom_json, pixel_uri)
         pixel = {

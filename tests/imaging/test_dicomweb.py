@@ -188,6 +188,33 @@ async def test_stow_rs_refuses_a_bad_instance_and_keeps_the_good(
     assert studies[0]["00201208"]["Value"] == [2]
 
 
+async def test_bulk_data_uri_gives_every_frame_of_a_multi_frame_instance(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    host, room_id, token = await _room(server)
+    [ds] = dicomgen.ct_series(1, rows=32, cols=32)
+    frames = np.stack([ds.pixel_array + 100 * k for k in range(3)]).astype(ds.pixel_array.dtype)
+    ds.NumberOfFrames = 3
+    ds.PixelData = frames.tobytes()
+    status, a = await _upload(
+        host, room_id, token, dicomgen.write(ds, tmp_path / "three.dcm").read_bytes()
+    )
+    assert status == 200 and a["frames"] == 3, a
+    client = _client(server, room_id, token)
+    [meta] = await asyncio.to_thread(
+        client.retrieve_series_metadata, a["study_uid"], a["series_uid"]
+    )
+    uri = meta["7FE00010"]["BulkDataURI"]
+    base = f"{server.url}/dicomweb/rooms/{room_id}/studies/{a['study_uid']}/metadata"
+    [bulk] = await asyncio.to_thread(client.retrieve_bulkdata, urljoin(base, uri))
+    assert np.array_equal(np.frombuffer(bulk, "<i2").reshape(3, 32, 32), frames)
+    auth = {"Authorization": f"Bearer {token}"}
+    async with host.session.get(
+        f"{server.url}{uri[: -len('7FE00010')]}00280010", headers=auth
+    ) as r:
+        assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+
+
 async def test_who_may_upload_and_read(server: ServerProcess, tmp_path: Path) -> None:
     host, room_id, token = await _room(server)
     data = _series_bytes(tmp_path, 1, rows=32, cols=32)[0]
