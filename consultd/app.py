@@ -10,6 +10,7 @@ from aiohttp import web
 from consultd.annotate.service import AnnotationService
 from consultd.auth.accounts import Accounts
 from consultd.auth.passwords import Passwords
+from consultd.calls import CallService, MediaConfig
 from consultd.chat.service import ChatService
 from consultd.config import Settings
 from consultd.imaging.dicomweb import IMAGING
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
     gateway = Gateway(sio)
     sio.attach(app)
 
+    media_config = MediaConfig.from_settings(settings)  # ValueError names a bad setting
     db = Database(settings.resolved_database_url)
     store = Store(db)
     registry = RoomRegistry(store)
@@ -95,6 +97,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
             secret_key,
             workers=settings.imaging_workers,
         ),
+        calls=CallService(store, gateway, media_config),
         metrics=metrics,
         sockets_open=gateway.open_sockets,
     )
@@ -118,6 +121,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         await db.migrate()
         await services.imaging.start()
         services.chat.start()
+        services.calls.start()
         tune_gc()
         log.info(
             "consultd ready on %s:%s (store: %s)",
@@ -130,6 +134,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         # Clients are told first; acknowledged chat is already on disk, queued chat is
         # written before the store closes.
         await gateway.shutdown()
+        await services.calls.close()  # every peer connection and its UDP ports
         await services.chat.close()
         await services.imaging.close()
         await store.close()

@@ -55,6 +55,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--grace-s", type=float, help="seconds a dropped participant stays 'reconnecting' (30)"
     )
+    serve.add_argument(
+        "--ice-servers",
+        help='STUN/TURN servers for calls, JSON: [{"urls": [...], "username"?, "credential"?}] '
+        "(default none: nothing outside is contacted)",
+    )
+    serve.add_argument(
+        "--rtc-host-addresses",
+        help="comma-separated addresses the SFU gathers ICE candidates on (default: every "
+        "interface but loopback)",
+    )
+    serve.add_argument(
+        "--rtc-announced-ip", help="public address written into the SFU's candidates (1:1 NAT)"
+    )
+    serve.add_argument("--rtc-ports", help="UDP port range of the SFU, MIN-MAX (default any)")
+    serve.add_argument(
+        "--max-publishers", type=int, help="participants publishing media at once per room (16)"
+    )
+    serve.add_argument(
+        "--room-max-bitrate", type=int, help="total publisher bitrate per room, bits/s (20000000)"
+    )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (INFO)")
 
     sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
@@ -65,6 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     settings = Settings.from_env(**overrides)
+    if args.command == "serve":
+        from consultd.calls.config import MediaConfig
+
+        try:
+            MediaConfig.from_settings(settings)
+        except ValueError as exc:
+            _parser().error(str(exc))  # exits 2 with the setting named
     logs.configure(settings.log_level)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))

@@ -42,6 +42,22 @@ class Settings:
     #: Worker processes that parse and decode uploaded images (each under memory and CPU
     #: limits: consultd/imaging/limits.py).
     imaging_workers: int = 2
+    #: STUN/TURN servers given to clients and to the SFU's own peer connections, as JSON:
+    #: ``[{"urls": ["turns:turn.example.org:443?transport=tcp"], "username": "u",
+    #: "credential": "p"}]``. Empty by default: nothing outside is ever contacted.
+    ice_servers: str = "[]"
+    #: Addresses the SFU gathers ICE host candidates on, comma-separated (empty: aioice's
+    #: choice, every interface but loopback).
+    rtc_host_addresses: str = ""
+    #: The public address written into the SFU's host candidates (1:1 NAT), as mediasoup's
+    #: ``announcedIp``.
+    rtc_announced_ip: str = ""
+    #: UDP ports of the SFU's host candidates, ``MIN-MAX`` (empty: any free port).
+    rtc_ports: str = ""
+    #: Participants who may publish media at once in one room.
+    max_publishers: int = 16
+    #: Total publisher bitrate of a room, in bits/s (the SFU's REMB budget).
+    room_max_bitrate: int = 20_000_000
     log_level: str = "INFO"
     secret_file: Path | None = field(default=None)
 
@@ -81,7 +97,9 @@ ENV_HELP = """settings may also come from the environment: CONSULTD_HOST, CONSUL
 CONSULTD_DATA_DIR, CONSULTD_DATABASE_URL, CONSULTD_REDIS_URL, CONSULTD_PUBLIC_ORIGIN,
 CONSULTD_SECURE_COOKIES, CONSULTD_GRACE_S, CONSULTD_SESSION_TTL_S,
 CONSULTD_MAX_MESSAGE_BYTES, CONSULTD_MAX_QUEUED_PACKETS, CONSULTD_HISTORY_LIMIT,
-CONSULTD_ANNOTATION_COMPACT_EVERY, CONSULTD_IMAGING_WORKERS,
+CONSULTD_ANNOTATION_COMPACT_EVERY, CONSULTD_IMAGING_WORKERS, CONSULTD_ICE_SERVERS,
+CONSULTD_RTC_HOST_ADDRESSES, CONSULTD_RTC_ANNOUNCED_IP, CONSULTD_RTC_PORTS,
+CONSULTD_MAX_PUBLISHERS, CONSULTD_ROOM_MAX_BITRATE,
 CONSULTD_ARGON2_MEMORY_KIB, CONSULTD_ARGON2_TIME_COST, CONSULTD_LOG_LEVEL
 (a command-line option wins over its variable); CONSULTD_EVENT_LOOP=asyncio runs on
 asyncio's own loop instead of uvloop."""

@@ -56,6 +56,29 @@ class AnnotationRefused(ConsultdError):
     code = "annotation_rejected"
 
 
+class MediaInvalidState(ConsultdError):
+    """A media call out of order: no ``media_join`` yet, a closed transport, an offer
+    while one is applied (``media.InvalidStateError``)."""
+
+    http_status = 409
+    code = "media_invalid_state"
+
+
+class MediaNegotiationFailed(ConsultdError):
+    """An offer or ICE candidate the SFU cannot apply (``media.NegotiationError``)."""
+
+    http_status = 422
+    code = "media_negotiation_failed"
+
+
+class MediaPublishNotAllowed(ConsultdError):
+    """A sending m-line from an observer, or past the room's publisher cap
+    (``media.PublishNotAllowedError``)."""
+
+    http_status = 403
+    code = "media_publish_not_allowed"
+
+
 class Conflict(ConsultdError):
     http_status = 409
     code = "conflict"

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from consultd.annotate.service import AnnotationService
 from consultd.auth.accounts import Accounts
+from consultd.calls.service import CallService
 from consultd.chat.service import ChatService
 from consultd.config import Settings
 from consultd.imaging.service import ImagingService
@@ -28,6 +29,7 @@ class Services:
     chat: ChatService
     annotations: AnnotationService
     imaging: ImagingService
+    calls: CallService
     metrics: Metrics
     sockets_open: Callable[[], int]
 

@@ -27,6 +27,8 @@ used here, installed right after ``setRemoteDescription``:
   (RFC 3550 §7.2), so aiortc's own RTCP loop sends correct SRs.
 * ``aioice.ice.get_host_addresses`` is wrapped to return the configured ICE host addresses
   (aioice skips 127.0.0.1 otherwise).
+* ``aioice.ice.asyncio`` is swapped for a view of ``asyncio`` whose running loop binds the
+  host candidates' UDP sockets within the configured port range (aioice binds port 0).
 
 ``tests/media/test_bridge_pin.py`` fails loudly if aiortc is not 1.16.0 or a name is gone.
 """
@@ -34,7 +36,9 @@ used here, installed right after ``setRemoteDescription``:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -102,7 +106,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "MediaStreamTrack": ("_id",),
     "RTCIceTransport": ("_connection",),
     "aioice.Connection": ("_nominated",),
-    "aioice.ice": ("get_host_addresses",),
+    "aioice.ice": ("get_host_addresses", "asyncio"),
     "pylibsrtp.Session": ("_srtp", "_cdata", "_buffer"),
     "pylibsrtp._binding.lib": ("srtp_protect", "srtp_protect_rtcp"),
 }
@@ -143,6 +147,65 @@ def set_ice_host_addresses(addresses: Iterable[str] | None) -> None:
     global _host_addresses
     _host_addresses = None if addresses is None else tuple(addresses)
     aioice.ice.get_host_addresses = _get_host_addresses
+
+
+# --- ICE host ports --------------------------------------------------------------------------
+
+_port_range: tuple[int, int] | None = None
+
+
+class _PortRangeLoop:
+    """The running loop as aioice.ice sees it: a host candidate's socket (``local_addr``
+    with port 0) is bound to a free port of the range instead; all else is the loop's."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(
+        self, protocol_factory: Callable[[], Any], local_addr: Any = None, **kwargs: Any
+    ) -> Any:
+        window = _port_range
+        if window is None or local_addr is None or local_addr[1] != 0:
+            return await self._loop.create_datagram_endpoint(
+                protocol_factory, local_addr=local_addr, **kwargs
+            )
+        low, high = window
+        span = high - low + 1
+        first = random.randrange(span)  # spread transports over the range
+        for i in range(span):
+            port = low + (first + i) % span
+            try:
+                return await self._loop.create_datagram_endpoint(
+                    protocol_factory, local_addr=(local_addr[0], port), **kwargs
+                )
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, f"no free UDP port in {low}-{high}")
+
+
+class _AsyncioInRange:
+    """``asyncio`` for aioice.ice, but ``get_running_loop`` gives the ``_PortRangeLoop``."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    def get_running_loop() -> Any:
+        loop = asyncio.get_running_loop()
+        return loop if _port_range is None else _PortRangeLoop(loop)
+
+
+def set_ice_port_range(ports: tuple[int, int] | None) -> None:
+    """Bind ICE host candidates to UDP ports ``low..high`` (process-wide); None: any port."""
+    global _port_range
+    if ports is not None and not 1 <= ports[0] <= ports[1] <= 65535:
+        raise ValueError(f"invalid UDP port range {ports[0]}-{ports[1]}")
+    _port_range = ports
+    aioice.ice.asyncio = _AsyncioInRange()  # type: ignore[attr-defined,assignment]
 
 
 # --- the placeholder track of a consumer's sender -------------------------------------------

@@ -21,6 +21,7 @@ class Action(StrEnum):
     VIEW = "view"
     SHARE_IMAGES = "share_images"
     PRESENT = "present"
+    PUBLISH_MEDIA = "publish_media"
 
 
 _ANY = frozenset(Role)
@@ -39,6 +40,8 @@ RULES: dict[Action, frozenset[Role]] = {
     Action.VIEW: _ANY,
     Action.SHARE_IMAGES: frozenset({Role.HOST, Role.PARTICIPANT}),
     Action.PRESENT: frozenset({Role.HOST, Role.PARTICIPANT}),
+    # Joining media and receiving it is ``VIEW``: observers watch and listen.
+    Action.PUBLISH_MEDIA: frozenset({Role.HOST, Role.PARTICIPANT}),
 }
 
 #: States in which a participant's HTTP calls (images, DICOMweb) are served: past the

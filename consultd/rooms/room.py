@@ -49,7 +49,8 @@ class RoomComponent(Protocol):
     participant got ``joined``: send them what they need to catch up),
     ``async participant_disconnected(participant_id)`` (the
     participant's socket went away; they may come back within the grace period) and
-    ``async participant_left(participant_id)`` (removed: release what they held).
+    ``async participant_left(participant_id)`` (removed, or left for good: release what they
+    held) and ``async participant_role_changed(participant_id)``.
     """
 
     async def close(self) -> None: ...

@@ -523,6 +523,7 @@ class RoomService:
             p.state = State.LEFT
             await self._persist_state(room, p, "participant.left", actor=p.id)
             self.notifier.broadcast(room.id, "presence", p.to_wire())
+            await self._release(room, p.id)
         await self.registry.unload_if_idle(room)
 
     async def history(self, room: Room, since: int | None) -> tuple[list[ChatMessage], bool]:
@@ -629,6 +630,9 @@ class RoomService:
         timer = room.grace_timers.pop(target.id, None)
         if timer is not None:
             timer.cancel()
+        # Room-scoped resources the participant held (media) close while their socket is
+        # still there to hear it.
+        await self._release(room, target.id)
         self.notifier.send(room.id, target.id, event, {"reason": reason})
         await self.notifier.disconnect(room.id, target.id)
         room.connected.discard(target.id)
@@ -636,11 +640,6 @@ class RoomService:
             self.notifier.broadcast(room.id, "presence", target.to_wire())
         else:
             await self._notify_host(room, target)
-        # Close room-scoped resources the participant held (media, later) via components.
-        for component in room.components.values():
-            on_leave = getattr(component, "participant_left", None)
-            if on_leave is not None:
-                await on_leave(target.id)
 
     async def transfer_host(self, actor: Participant, room: Room, participant_id: str) -> None:
         authorize(actor, room, Action.TRANSFER_HOST)
@@ -676,6 +675,11 @@ class RoomService:
         self.notifier.broadcast(room.id, "presence", actor.to_wire())
         self.notifier.broadcast(room.id, "presence", target.to_wire())
         self.notifier.broadcast(room.id, "room", room.to_wire())
+        for pid in (actor.id, target.id):
+            for component in list(room.components.values()):
+                on_role = getattr(component, "participant_role_changed", None)
+                if on_role is not None:
+                    await on_role(pid)
         for q in room.participants.values():  # the new host now sees the lobby
             if q.state is State.LOBBY:
                 self.notifier.send(room.id, target.id, "presence", q.to_wire())
@@ -704,6 +708,7 @@ class RoomService:
             actor.state = State.LEFT
             await self._persist_state(room, actor, "participant.left", actor=actor.id)
             self.notifier.broadcast(room.id, "presence", actor.to_wire())
+            await self._release(room, actor.id)
 
     async def end(self, room: Room, actor_id: str) -> Room:
         """End the room for everyone (host's socket event or HTTP call, checked by caller)."""
@@ -717,11 +722,12 @@ class RoomService:
                 conn, scope=room.id, actor=actor_id, action="room.ended", room_id=room.id
             )
         self.notifier.broadcast(room.id, "ended", room.to_wire())
+        # Components close (media: every transport) while the sockets can still hear it.
+        await self.registry.unload(room.id)
         for pid in list(room.connected):
             self.notifier.send(room.id, pid, "ended", room.to_wire())  # lobby sockets too
             await self.notifier.disconnect(room.id, pid)
         room.connected.clear()
-        await self.registry.unload(room.id)
         return room
 
     async def end_by_participant(self, actor: Participant, room: Room) -> None:
@@ -734,6 +740,14 @@ class RoomService:
     def _require_open(room: Room) -> None:
         if not room.is_open:
             raise Gone("the room has ended")
+
+    async def _release(self, room: Room, participant_id: str) -> None:
+        """The participant is gone for good (left, removed): components release what they
+        held for them."""
+        for component in list(room.components.values()):
+            on_leave = getattr(component, "participant_left", None)
+            if on_leave is not None:
+                await on_leave(participant_id)
 
     async def _notify_host(self, room: Room, p: Participant) -> None:
         host = room.host()

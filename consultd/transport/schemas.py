@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+)
 
 from annotations.render import MAX_SIDE
 
@@ -247,6 +256,31 @@ class ViewerIn(Strict):
 
     follow: bool
     view: ViewState | None = None
+
+
+MediaSource = Literal["microphone", "camera", "screen"]
+#: An SDP token (RFC 8866 §9), as a MID is.
+Mid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`{|}~-]{1,64}$")]
+
+
+class MediaOfferIn(Strict):
+    """An SDP offer for the participant's transport; ``sources`` names each sending m-line."""
+
+    sdp: Annotated[StrictStr, StringConstraints(min_length=1, max_length=65536)]
+    sources: Annotated[dict[Mid, MediaSource], Field(max_length=32)] = {}
+
+
+class MediaCandidateIn(Strict):
+    """One trickled ICE candidate (``""`` ends them)."""
+
+    candidate: Annotated[StrictStr, StringConstraints(max_length=1024)]
+    sdp_mid: Annotated[StrictStr, StringConstraints(max_length=64)] | None = None
+    sdp_mline_index: Annotated[StrictInt, Field(ge=0, le=1024)] | None = None
+
+
+class MediaMuteIn(Strict):
+    source: MediaSource
+    muted: StrictBool
 
 
 # -- query strings --------------------------------------------------------------------------

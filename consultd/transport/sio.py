@@ -97,6 +97,11 @@ class Gateway:
         self._register("leave", s.Empty, self._leave)
         self._register("y", s.YIn, self._y)
         self._register("viewer", s.ViewerIn, self._viewer)
+        self._register("media_join", s.Empty, self._media_join)
+        self._register("media_offer", s.MediaOfferIn, self._media_offer)
+        self._register("media_candidate", s.MediaCandidateIn, self._media_candidate)
+        self._register("media_mute", s.MediaMuteIn, self._media_mute)
+        self._register("media_leave", s.Empty, self._media_leave)
 
     def open_sockets(self) -> int:
         return len(self._conns)
@@ -267,6 +272,23 @@ class Gateway:
     async def _viewer(self, conn: Connection, p: s.ViewerIn) -> None:
         view = p.view.model_dump() if p.view is not None else None
         await self.services.imaging.present(conn.participant, conn.room, p.follow, view)
+
+    async def _media_join(self, conn: Connection, p: s.Empty) -> dict[str, Any]:
+        return await self.services.calls.join(conn.participant, conn.room)
+
+    async def _media_offer(self, conn: Connection, p: s.MediaOfferIn) -> dict[str, Any]:
+        return await self.services.calls.offer(conn.participant, conn.room, p.sdp, p.sources)
+
+    async def _media_candidate(self, conn: Connection, p: s.MediaCandidateIn) -> None:
+        await self.services.calls.candidate(
+            conn.participant, conn.room, p.candidate, p.sdp_mid, p.sdp_mline_index
+        )
+
+    async def _media_mute(self, conn: Connection, p: s.MediaMuteIn) -> None:
+        await self.services.calls.mute(conn.participant, conn.room, p.source, p.muted)
+
+    async def _media_leave(self, conn: Connection, p: s.Empty) -> None:
+        await self.services.calls.leave(conn.participant, conn.room)
 
     async def _leave(self, conn: Connection, p: s.Empty) -> None:
         await self.services.rooms.leave(conn.participant, conn.room)

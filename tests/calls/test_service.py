@@ -1,0 +1,131 @@
+"""``CallService`` in process: role changes, the publisher cap, what aiortc is given."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+from consultd.calls import CallService, MediaConfig
+from consultd.calls.service import COMPONENT, RoomCalls
+from consultd.errors import Forbidden, MediaInvalidState, MediaPublishNotAllowed
+from consultd.rooms.room import Participant, Role, Room, RoomStatus, State
+from media import set_ice_host_addresses
+from tests.media.peers import ColourTrack
+
+
+class Notes:
+    """A ``Notifier`` that writes down what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Any]] = []
+
+    def send(self, room_id: str, participant_id: str, event: str, data: Any) -> None:
+        self.sent.append((participant_id, event, data))
+
+    def broadcast(self, room_id: str, event: str, data: Any, *, exclude: str | None = None) -> None:
+        self.sent.append(("*", event, data))
+
+    async def enter(self, room_id: str, participant_id: str) -> None: ...
+
+    async def disconnect(self, room_id: str, participant_id: str) -> None: ...
+
+
+class NoStore:
+    def later(self, *work: Any) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice() -> Iterator[None]:
+    set_ice_host_addresses(["127.0.0.1"])
+    yield
+    set_ice_host_addresses(None)
+
+
+def _room(*roles: Role) -> Room:
+    room = Room("r1", "Case", "", False, RoomStatus.OPEN, "u1", 0.0)
+    for i, role in enumerate(roles):
+        room.participants[f"p{i}"] = Participant(f"p{i}", "r1", f"Dr {i}", role, State.JOINED)
+    return room
+
+
+async def _publish(calls: CallService, room: Room, pid: str) -> tuple[RTCPeerConnection, Any]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    pc.addTrack(ColourTrack(1))
+    await pc.setLocalDescription(await pc.createOffer())
+    try:
+        ack = await calls.offer(room.participants[pid], room, pc.localDescription.sdp, {})
+    except Exception:
+        await pc.close()
+        raise
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=ack["sdp"], type="answer"))
+    return pc, ack
+
+
+async def test_no_ice_servers_configured_means_aiortc_gets_none() -> None:
+    notes = Notes()
+    calls = CallService(NoStore(), notes, MediaConfig())  # type: ignore[arg-type]
+    room = _room(Role.HOST)
+    ack = await calls.join(room.participants["p0"], room)
+    assert ack["ice_servers"] == []
+    comp = room.components[COMPONENT]
+    assert isinstance(comp, RoomCalls) and comp.router is not None
+    transport = comp.router.transports["p0"]
+    # An empty list, not None: with None aiortc falls back to a public STUN server.
+    configuration = transport._pc._RTCPeerConnection__configuration  # type: ignore[attr-defined]
+    assert configuration.iceServers == []
+    await calls.close()
+    assert comp.router.closed
+
+
+async def test_demotion_closes_producers_and_says_so() -> None:
+    notes = Notes()
+    calls = CallService(NoStore(), notes, MediaConfig())  # type: ignore[arg-type]
+    room = _room(Role.HOST, Role.PARTICIPANT)
+    p1 = room.participants["p1"]
+    assert (await calls.join(p1, room))["can_publish"] is True
+    pc, _ = await _publish(calls, room, "p1")
+    try:
+        comp = room.components[COMPONENT]
+        assert isinstance(comp, RoomCalls) and comp.router is not None
+        assert [p.participant_id for p in comp.router.producers.values()] == ["p1"]
+        p1.role = Role.OBSERVER
+        await comp.participant_role_changed("p1")
+        assert not comp.router.producers
+        assert ("p1", "media_closed", {"reason": "demoted"}) in notes.sent
+        with pytest.raises(Forbidden):
+            await calls.mute(p1, room, "camera", True)
+        # Still a receiver: a sending offer is refused, the transport stays open.
+        assert not comp.router.transports["p1"].closed
+        assert (await calls.join(p1, room))["can_publish"] is False
+        await asyncio.sleep(0.05)
+        tracks = [d for pid, e, d in notes.sent if e == "media_tracks" and pid == "p1"]
+        assert tracks[-1] == {"tracks": []}
+    finally:
+        await pc.close()
+        await calls.close()
+
+
+async def test_the_publisher_cap_and_leaving() -> None:
+    notes = Notes()
+    calls = CallService(NoStore(), notes, MediaConfig(max_publishers=1))  # type: ignore[arg-type]
+    room = _room(Role.HOST, Role.PARTICIPANT)
+    for p in room.participants.values():
+        await calls.join(p, room)
+    pc0, _ = await _publish(calls, room, "p0")
+    try:
+        with pytest.raises(MediaPublishNotAllowed):
+            await _publish(calls, room, "p1")
+        await calls.leave(room.participants["p0"], room)
+        with pytest.raises(MediaInvalidState):
+            await calls.mute(room.participants["p0"], room, "camera", True)
+        # p0 asked to leave: no media_closed for them.
+        assert not [n for n in notes.sent if n[1] == "media_closed"]
+    finally:
+        await pc0.close()
+        await calls.close()
