@@ -41,6 +41,7 @@ Signal = Callable[[str, Mapping[str, str]], Awaitable[str]]
 IntArray = npt.NDArray[np.int64]
 
 CONNECT_TIMEOUT_S = 20.0
+_MAX_ARRIVALS = 4096
 _SSRC = struct.Struct("!I")
 _TIME_BITS = 40  # ns since the run's first event: 18 minutes
 
@@ -80,20 +81,54 @@ class RecvLog:
     """What one receiving peer got: (payload hash, arrival ns) per RTP packet.
 
     It is the ``RtpSink`` of the peer's claimed receivers (``receive_rtp`` gets the
-    decrypted packet bytes).
+    decrypted packet bytes). The arrival time is when the datagram left the socket
+    (``tap``), not when aiortc's receive path (ICE queue, SRTP) reached the sink: that path
+    is the load generator's, and in a key frame's burst its queue would be counted as the
+    server's latency. ``stack_ns`` keeps that client-side delay apart.
     """
 
-    __slots__ = ("_new_stream", "keys", "packets", "ssrcs", "times")
+    __slots__ = ("_arrivals", "_new_stream", "keys", "packets", "ssrcs", "stack_ns", "times")
 
     def __init__(self) -> None:
         self.keys = array("q")
         self.times = array("q")
+        self.stack_ns = array("q")  # socket -> sink, in this client
         self.packets = 0
         self.ssrcs: set[int] = set()  # one per stream received
+        self._arrivals: dict[bytes, int] = {}  # SSRC + sequence number -> socket read ns
         self._new_stream = asyncio.Event()
 
+    def tap(self, transceiver: RTCRtpTransceiver) -> None:
+        """Note when each RTP datagram of this transceiver's ICE connection is read.
+
+        SRTP leaves the header in clear (RFC 3711 §3.1), so SSRC and sequence number tie
+        the datagram to the packet the sink gets. A reach into aiortc/aioice (pinned):
+        ``RTCIceTransport._connection``, whose ``data_received`` every datagram that is
+        not STUN passes through, synchronously, as the socket is read.
+        """
+        connection = transceiver.receiver.transport.transport._connection
+        if getattr(connection, "_bench_tapped", False):
+            return
+        connection._bench_tapped = True  # type: ignore[attr-defined]
+        arrivals = self._arrivals
+        now = time.monotonic_ns
+        received = connection.data_received
+
+        def data_received(data: bytes, component: int) -> None:
+            # RTP, not RTCP (RFC 5761 §4: RTCP packet types 192..223 in the second byte)
+            if len(data) >= 12 and not 192 <= data[1] <= 223:
+                if len(arrivals) > _MAX_ARRIVALS:
+                    arrivals.clear()  # packets the sink never got (unclaimed, not decrypted)
+                arrivals[data[8:12] + data[2:4]] = now()
+            received(data, component)
+
+        connection.data_received = data_received  # type: ignore[method-assign]
+
     def receive_rtp(self, data: bytes) -> None:
-        self.times.append(time.monotonic_ns())
+        now = time.monotonic_ns()
+        arrived = self._arrivals.pop(data[8:12] + data[2:4], now)
+        self.times.append(arrived)
+        self.stack_ns.append(now - arrived)
         self.keys.append(payload_key(data))
         self.packets += 1
         if len(data) >= 12:
@@ -222,6 +257,7 @@ class MediaPeer:
 
     def _claim(self, t: RTCRtpTransceiver) -> None:
         bridge.DtlsBridge.of(t.receiver.transport).claim_receiver(t.receiver, self.recv)
+        self.recv.tap(t)
 
     async def _offer(self) -> None:
         pc = self.pc

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import struct
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench.media_clip import ReplayTrack, encode_audio
 from bench.media_peers import RecvLog, as_int64, first_receipts, match, payload_key
-from tests.bench.test_bench_cli import _bench
+from tests.bench.test_bench_cli import REPORT_KEYS, _bench
 
 
 def _rtp(payload: bytes, *, ssrc: int = 1, seq: int = 0, ext: bytes = b"", pad: int = 0) -> bytes:
@@ -86,3 +89,35 @@ def test_help_lists_media_options() -> None:
         assert option in out.stdout
     listed = _bench("--help", timeout=60)
     assert "media" in listed.stdout
+
+
+@pytest.mark.timeout(90)
+def test_media_spawn_end_to_end(tmp_path: Path) -> None:
+    out_json = tmp_path / "out.json"
+    run = _bench(
+        "media", "--spawn", "--rooms", "1", "--publishers", "1", "--participants", "2",
+        "--duration", "2", "--baseline-seconds", "1", "--clip-seconds", "1",
+        "--json", str(out_json), "--quiet",
+        timeout=80,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "added forwarding latency" in run.stdout
+    report = json.loads(out_json.read_text())
+    assert set(report) == REPORT_KEYS
+    assert report["scenario"] == "media"
+    assert report["params"] == {"rooms": 1, "participants": 2, "rate": 0, "duration": 2}
+    assert report["server"]["cpu_s"] > 0
+    extra = report["extra"]
+    assert extra["deliveries"] > 0 and extra["packets_sent_in_window"] > 0
+    assert extra["streams_receiving"] == 4  # two subscribers, audio + video each
+    assert 0 < extra["delivery_ratio"] <= 1
+    assert report["latency_ms"]["p50"] > 0
+    for key in (
+        "cpu_us_per_forwarded_packet",
+        "forwarded_packets_per_s",
+        "max_streams_80pct_core",
+        "cost_ratio_vs_transcode",
+        "generator_cpu_s",
+    ):
+        assert extra[key] > 0, key
+    assert extra["baseline_1_to_4"]["relay"]["streams"] == 8
