@@ -6,7 +6,7 @@
 import { clearStatus, h, replace, say, statusLine } from '../dom';
 import { bindText, errorKey, type MsgKey } from '../i18n';
 import type { JoinedPayload, MediaClosedReason, MediaSource, MediaTrack, Role } from '../net/protocol';
-import type { RoomSocket } from '../net/socket';
+import { AckError, type RoomSocket } from '../net/socket';
 import { DeviceCheck, type CheckedDevices } from './devicecheck';
 import {
   deviceErrorCode,
@@ -78,6 +78,8 @@ export class MediaPanel {
   private cameraOff = false;
   private audioOnly = false;
   private busy = false;
+  /** Error codes the session reported (for the tests). */
+  private readonly errors: string[] = [];
 
   constructor(socket: RoomSocket) {
     this.session = new MediaSession(socket, {
@@ -92,7 +94,10 @@ export class MediaPanel {
         this.render();
       },
       closed: (reason) => this.onClosed(reason),
-      error: (err) => say(this.status, errorKey(err), 'error'),
+      error: (err) => {
+        this.errors.push(err instanceof AckError ? `${err.code}: ${err.message}` : String(err));
+        say(this.status, errorKey(err), 'error');
+      },
     });
     this.stateEl = h('span', { class: 'media-state', testid: 'media-state', attrs: { 'data-state': 'idle' } });
     bindText(this.stateEl, 'media.state_idle');
@@ -176,6 +181,7 @@ export class MediaPanel {
           audioOnly: this.audioOnly,
           sharing: this.session.localTrack('screen') !== null,
           serverRestartsIce: this.session.iceRestarts,
+          errors: this.errors,
         }),
       };
     }

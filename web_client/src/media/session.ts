@@ -13,10 +13,10 @@
  *
  * Recovery: ICE `disconnected` for a moment or `failed` -> an ICE-restart offer; if the
  * connection is not back within a few seconds, `media_leave` then `media_join` with a new
- * RTCPeerConnection. A server that answers a restart with its old ICE credentials did not
- * restart (RFC 8445 §9 changes them on both sides; aiortc 1.16 starts its ICE transport
- * once and ignores new remote credentials): then the new transport comes at once, and
- * later recoveries skip the restart.
+ * RTCPeerConnection. A server that refuses the restart offer, or answers it with its old
+ * ICE credentials, did not restart (RFC 8445 §9 changes them on both sides; aiortc 1.16
+ * starts its ICE transport once and ignores new remote credentials): then the new
+ * transport comes at once, and later recoveries skip the restart.
  */
 import {
   ClientEvent,
@@ -472,6 +472,12 @@ export class MediaSession {
     } catch (err) {
       if (gen === this.generation && pc.signalingState === 'have-local-offer') {
         await pc.setLocalDescription({ type: 'rollback' }).catch(() => undefined);
+      }
+      if (iceRestart && gen === this.generation && err instanceof AckError && err.code === 'media_negotiation_failed') {
+        // A server that refuses ICE restarts: recover on a new transport, quietly.
+        this.serverRestartsIce = false;
+        this.rebuild();
+        return;
       }
       throw err;
     }
