@@ -10,8 +10,9 @@ idle, as in ``tests/media/bench_forwarding.py``.
 Latency without a shared packet id: the SFU rewrites the RTP header (SSRC, sequence
 number, timestamp, extensions) but never the payload. The publisher's ``SendLog`` records
 a 64-bit hash of each packet's payload and the time it handed it to SRTP; each receiver's
-``RecvLog`` records the same hash and its arrival time. ``match`` joins them after the run
-(every process on one machine reads the same ``CLOCK_MONOTONIC``). A payload repeats when
+``RecvLog`` records the same hash and the kernel's receive stamp of its datagram. ``match``
+joins them after the run (one machine: every process and the kernel share
+``CLOCK_REALTIME``). A payload repeats when
 the clip loops (Opus; VP8 carries an incrementing picture id), so a receipt matches the
 latest send of its hash before it: the loop (seconds) is far longer than any latency.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import struct
 import time
@@ -42,8 +44,32 @@ IntArray = npt.NDArray[np.int64]
 
 CONNECT_TIMEOUT_S = 20.0
 _MAX_ARRIVALS = 4096
+_SIOCGSTAMPNS = 0x8907  # linux/sockios.h
+_TIMESPEC = struct.Struct("@qq")
+_TIMESPEC_BUF = bytes(_TIMESPEC.size)
 _SSRC = struct.Struct("!I")
 _TIME_BITS = 40  # ns since the run's first event: 18 minutes
+
+
+def _socket_fd(connection: Any) -> int:
+    """The UDP socket of an aioice connection with one local candidate (loopback), or -1."""
+    protocols = getattr(connection, "_protocols", [])
+    if len(protocols) != 1:
+        return -1
+    sock = protocols[0].transport.get_extra_info("socket")
+    return int(sock.fileno()) if sock is not None else -1
+
+
+def kernel_stamp_ns(fd: int) -> int:
+    """When the kernel received the last datagram read from ``fd`` (``CLOCK_REALTIME``);
+    now if it cannot say (the first call only turns stamping on)."""
+    if fd >= 0:
+        try:
+            sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(fd, _SIOCGSTAMPNS, _TIMESPEC_BUF))
+        except OSError:
+            return time.time_ns()
+        return int(sec) * 1_000_000_000 + int(nsec)
+    return time.time_ns()
 
 
 def as_int64(values: array[int]) -> IntArray:
@@ -99,33 +125,37 @@ class RecvLog:
         self._new_stream = asyncio.Event()
 
     def tap(self, transceiver: RTCRtpTransceiver) -> None:
-        """Note when each RTP datagram of this transceiver's ICE connection is read.
+        """Note when each RTP datagram of this transceiver's ICE connection arrived.
 
         SRTP leaves the header in clear (RFC 3711 §3.1), so SSRC and sequence number tie
-        the datagram to the packet the sink gets. A reach into aiortc/aioice (pinned):
-        ``RTCIceTransport._connection``, whose ``data_received`` every datagram that is
-        not STUN passes through, synchronously, as the socket is read.
+        the datagram to the packet the sink gets. The time is the kernel's receive stamp
+        of the datagram just read (``SIOCGSTAMPNS``, socket(7)): a stalled client loop
+        reads late but does not make the server look slow. A reach into aiortc/aioice
+        (pinned): ``RTCIceTransport._connection``, whose ``data_received`` every datagram
+        that is not STUN passes through as the socket is read, and its ``_protocols``.
         """
         connection = transceiver.receiver.transport.transport._connection
         if getattr(connection, "_bench_tapped", False):
             return
         connection._bench_tapped = True  # type: ignore[attr-defined]
         arrivals = self._arrivals
-        now = time.monotonic_ns
         received = connection.data_received
+        fds: list[int] = []
 
         def data_received(data: bytes, component: int) -> None:
             # RTP, not RTCP (RFC 5761 §4: RTCP packet types 192..223 in the second byte)
             if len(data) >= 12 and not 192 <= data[1] <= 223:
+                if not fds:
+                    fds.append(_socket_fd(connection))
                 if len(arrivals) > _MAX_ARRIVALS:
                     arrivals.clear()  # packets the sink never got (unclaimed, not decrypted)
-                arrivals[data[8:12] + data[2:4]] = now()
+                arrivals[data[8:12] + data[2:4]] = kernel_stamp_ns(fds[0])
             received(data, component)
 
         connection.data_received = data_received  # type: ignore[method-assign]
 
     def receive_rtp(self, data: bytes) -> None:
-        now = time.monotonic_ns()
+        now = time.time_ns()
         arrived = self._arrivals.pop(data[8:12] + data[2:4], now)
         self.times.append(arrived)
         self.stack_ns.append(now - arrived)
@@ -164,7 +194,7 @@ class SendLog:
 
     def record(self, data: bytes) -> None:
         if len(data) >= 12 and int.from_bytes(data[8:12], "big") in self.ssrcs:
-            self.times.append(time.monotonic_ns())
+            self.times.append(time.time_ns())
             self.keys.append(payload_key(data))
 
     def tap(self, pc: RTCPeerConnection) -> None:
