@@ -12,11 +12,13 @@ import asyncio
 import json
 import math
 import struct
+import subprocess
 import sys
 import time
 import uuid
 import wave
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +224,23 @@ async def _page(browser: Browser, errors: list[str], cookies: list[dict[str, Any
     return page
 
 
+#: The SFU's ICE address: a loopback address of its own, so the media path can be cut
+#: (a blackhole route) while HTTP and the room's socket on 127.0.0.1 carry on.
+RTC_ADDRESS = "127.0.0.2"
+
+
+def _media_path(*, broken: bool) -> None:
+    """Cut (or restore) every packet to and from the SFU's address."""
+    action = "add" if broken else "del"
+    cmd = ["ip", "route", action, "blackhole", f"{RTC_ADDRESS}/32", "table", "local"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=10)
+
+
+async def _media_state(page: Page, state: str) -> bool:
+    result: bool = await page.evaluate("(s) => window.__consultdMedia.state().state === s", state)
+    return result
+
+
 KEEP_PC_JS = "() => { window.__oldPc = window.__consultdMedia.pc(); }"
 
 
@@ -334,25 +353,27 @@ async def scenario(url: str, data: Path, out: dict[str, Any]) -> None:
             await guest.get_by_test_id("media-audio-only").click()
             out["after_audio_only"] = await asyncio.gather(_decoding(host, 1), _decoding(guest, 1))
 
-            # Recovery, as if the network had failed: an ICE restart first (the page falls
-            # back to a new transport if it does not work), then a new transport outright.
-            await guest.evaluate(KEEP_PC_JS)
-            out["t_restart"] = time.monotonic() - t0
-            await guest.evaluate("() => window.__consultdMedia.restartIce()")
-            out["server_restarts_ice"] = await _poll(
-                "the ICE restart's answer",
-                lambda: guest.evaluate(
-                    "() => { const r = window.__consultdMedia.state().serverRestartsIce;"
-                    " return r === null ? null : { restarts: r }; }"
-                ),
-            )
-            if not out["server_restarts_ice"]["restarts"]:
-                out["ice_restart_new_pc"] = await _poll("a new transport", lambda: _new_pc(guest))
-            out["after_ice_restart"] = await asyncio.gather(_decoding(host, 1), _decoding(guest, 1))
-            await host.evaluate(KEEP_PC_JS)
-            await host.evaluate("() => window.__consultdMedia.rebuild()")
-            out["rebuilt"] = await _poll("a new transport", lambda: _new_pc(host))
-            out["after_rebuild"] = await asyncio.gather(_decoding(host, 1), _decoding(guest, 1))
+            # The media path fails (TCP, so the room's socket, is untouched): both pages see
+            # ICE go down, try an ICE restart (the server, aiortc, refuses it) and recover on
+            # a new transport once the path is back.
+            for page in (host, guest):
+                await page.evaluate(KEEP_PC_JS)
+            out["t_failure"] = time.monotonic() - t0
+            _media_path(broken=True)
+            try:
+                for page in (host, guest):
+                    await _poll("ICE down", partial(_media_state, page, "reconnecting"))
+                out["t_detected"] = time.monotonic() - t0
+            finally:
+                _media_path(broken=False)
+            out["new_pcs"] = [
+                await _poll("a new transport", partial(_new_pc, page)) for page in (host, guest)
+            ]
+            out["after_failure"] = await asyncio.gather(_decoding(host, 1), _decoding(guest, 1))
+            out["t_recovered"] = time.monotonic() - t0
+            out["server_restarts_ice"] = [
+                (await _stats(page))["state"]["serverRestartsIce"] for page in (host, guest)
+            ]
 
             # Someone speaks: the speaking indicator shows on their tile.
             out["speaker_seen"] = await _speaker_seen([host, guest])
@@ -404,7 +425,7 @@ async def _speaker_seen(pages: list[Page]) -> str | None:
 
 def main() -> None:
     data = Path(sys.argv[1])
-    srv = ServerProcess(data, env={"CONSULTD_RTC_HOST_ADDRESSES": "127.0.0.1"}).start()
+    srv = ServerProcess(data, env={"CONSULTD_RTC_HOST_ADDRESSES": RTC_ADDRESS}).start()
     result: dict[str, Any] = {}
     try:
         asyncio.run(scenario(srv.url, data, result))

@@ -40,9 +40,6 @@ const CLOSED_KEYS: Record<MediaClosedReason, MsgKey> = {
 interface TestHooks {
   pc(): RTCPeerConnection | null;
   state(): Record<string, unknown>;
-  /** The recovery paths, as if the network had failed. */
-  restartIce(): void;
-  rebuild(): void;
 }
 
 declare global {
@@ -167,8 +164,6 @@ export class MediaPanel {
     if (window.__consultdTestHooks === true) {
       window.__consultdMedia = {
         pc: () => this.session.pc,
-        restartIce: () => this.session.restartIce(),
-        rebuild: () => this.session.rebuild(),
         state: () => ({
           self: this.selfId,
           state: this.session.state,
