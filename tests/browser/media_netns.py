@@ -39,6 +39,7 @@ CHROMIUM_ARGS = [
     "--allow-loopback-in-peer-connection",
 ]
 WAIT_S = 20.0
+SCREENSHOT = "/tmp/consultd-call.png"
 
 #: The inbound video of a page's peer connection, from getStats(), with the receiver's mid.
 STATS_JS = """async () => {
@@ -330,6 +331,7 @@ async def scenario(url: str, data: Path, out: dict[str, Any]) -> None:
             await guest.get_by_test_id("media-screen").click()
             out["screen_tile"] = await _tile(host, guest_id, "screen", videoOff="false")
             out["screen_video"] = await _decoding(host, 2)
+            await host.get_by_test_id("media-panel").screenshot(path=SCREENSHOT)
             out["screen_track"] = await guest.evaluate(
                 "() => { const t = window.__consultdMedia.pc().getSenders()"
                 ".map((s) => s.track).find((t) => t && t.contentHint === 'detail');"

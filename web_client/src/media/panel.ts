@@ -197,10 +197,23 @@ export class MediaPanel {
     this.controls.classList.toggle('observer', !publishes);
     for (const b of [this.buttons.mute, this.buttons.camera, this.buttons.screen]) b.hidden = !publishes;
     this.buttons.screen.hidden ||= !screenShareSupported();
-    if (!this.session.active) this.showIntro();
-    // Promoted from observer during a call: a new transport may publish.
-    else if (was === 'observer' && publishes) this.session.rebuild();
-    this.render();
+    if (was === role) return;
+    if (this.session.active) {
+      if (was === 'observer' && publishes) {
+        // Promoted during the call: a new transport may publish; the buttons open the
+        // microphone and camera when pressed.
+        this.micMuted = this.cameraOff = true;
+        this.syncButtons();
+        this.session.rebuild();
+      }
+      this.render();
+      return;
+    }
+    if (this.check && !publishes) {
+      this.check.close();
+      this.check = null;
+    }
+    if (!this.check) this.showIntro();
   }
 
   /** The room is over for us (ended, removed, left): stop every device. */
@@ -252,8 +265,9 @@ export class MediaPanel {
 
   private async enter(devices: CheckedDevices | null): Promise<void> {
     if (devices) this.choice = devices.choice;
-    this.micMuted = false;
-    this.cameraOff = devices !== null && devices.camera === null;
+    // A device that could not be opened counts as off: its button opens it again.
+    this.micMuted = !devices?.microphone;
+    this.cameraOff = !devices?.camera;
     this.audioOnly = false;
     await this.session.setAudioOnly(false);
     await this.session.setTrack('microphone', devices?.microphone ?? null);
