@@ -4,7 +4,7 @@ ssrc-audio-level extension through producers (producer.py) and the router's roun
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
@@ -18,7 +18,7 @@ LOUD = -15.0
 MURMUR = -65.0  # below the threshold: background
 
 
-def _run(detector: ActiveSpeakerDetector, *rounds: dict[str, float | None]) -> list[str | None]:
+def _run(detector: ActiveSpeakerDetector, *rounds: Mapping[str, float | None]) -> list[str | None]:
     """The speaker after each round."""
     out = []
     for levels in rounds:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -29,9 +29,9 @@ class ToneTrack(AudioStreamTrack):
     """A 440 Hz tone at about -13 dBov: someone speaking up."""
 
     async def recv(self) -> av.AudioFrame:
-        frame = await super().recv()
+        frame = cast(av.AudioFrame, await super().recv())
         n = frame.samples
-        t = (frame.pts + np.arange(n)) / frame.sample_rate
+        t = ((frame.pts or 0) + np.arange(n)) / frame.sample_rate
         tone = (0.3 * 32767 * np.sin(2 * math.pi * 440 * t)).astype("<i2")
         frame.planes[0].update(tone.tobytes().ljust(frame.planes[0].buffer_size, b"\0"))
         return frame
