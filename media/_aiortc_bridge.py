@@ -39,6 +39,7 @@ import asyncio
 import errno
 import logging
 import random
+import socket
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -168,22 +169,29 @@ class _PortRangeLoop:
         self, protocol_factory: Callable[[], Any], local_addr: Any = None, **kwargs: Any
     ) -> Any:
         window = _port_range
-        if window is None or local_addr is None or local_addr[1] != 0:
+        if window is None or local_addr is None or local_addr[1] != 0 or kwargs:
             return await self._loop.create_datagram_endpoint(
                 protocol_factory, local_addr=local_addr, **kwargs
             )
         low, high = window
+        family, _, _, _, address = socket.getaddrinfo(
+            local_addr[0], 0, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST
+        )[0]
         span = high - low + 1
         first = random.randrange(span)  # spread transports over the range
         for i in range(span):
-            port = low + (first + i) % span
+            # Bound here, not by the loop: uvloop's bind error carries no errno, and only
+            # "in use" means "try the next port".
+            sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                return await self._loop.create_datagram_endpoint(
-                    protocol_factory, local_addr=(local_addr[0], port), **kwargs
-                )
+                sock.bind((address[0], low + (first + i) % span, *address[2:]))
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            sock.setblocking(False)
+            return await self._loop.create_datagram_endpoint(protocol_factory, sock=sock)
         raise OSError(errno.EADDRINUSE, f"no free UDP port in {low}-{high}")
 
 

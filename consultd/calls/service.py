@@ -347,6 +347,12 @@ class CallService:
             except Exception as exc:  # aiortc failing in a way media/ did not foresee
                 log.warning("offer of %s failed: %s", p.id, type(exc).__name__)
                 raise NegotiationError("the offer could not be applied") from None
+        if not m.offered and "\na=candidate:" not in answer:
+            # aioice could bind no socket (the UDP port range is used up): nothing could
+            # ever connect, so say so now rather than let the client's ICE time out.
+            log.warning("no ICE candidate for %s in room %s: UDP ports used up?", p.id, room.id)
+            await calls.drop(p.id, None)
+            raise MediaNegotiationFailed("the server has no free UDP port for media now")
         m.offered = True
         m.ufrags = ufrags
         m.negotiate = None

@@ -81,8 +81,22 @@ class MediaClient:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=ack["sdp"], type="answer"))
             # aiortc as a client must let ICE settle before it applies the next answer
             # (tests/media/peers.py says why); a browser need not.
-            await wait_for(lambda: self.pc.connectionState == "connected", 10, "connected")
+            try:
+                await wait_for(lambda: self.pc.connectionState == "connected", 10, "connected")
+            except AssertionError:
+                raise AssertionError(self.diagnosis()) from None
             return ack
+
+    def diagnosis(self) -> str:
+        """Why the connection is not up (for a failing test's message)."""
+        local = self.pc.localDescription.sdp if self.pc.localDescription else ""
+        remote = self.pc.remoteDescription.sdp if self.pc.remoteDescription else ""
+        return (
+            f"not connected: {self.pc.connectionState}, ICE {self.pc.iceConnectionState}, "
+            f"signalling {self.pc.signalingState}; offered "
+            f"{[x for x in local.splitlines() if 'candidate' in x or 'ufrag' in x]}; answered "
+            f"{[x for x in remote.splitlines() if 'candidate' in x or 'ufrag' in x]}"
+        )
 
     def _on_negotiate(self, data: dict[str, int]) -> None:
         self.peer._record("media_negotiate", data)

@@ -49,6 +49,7 @@ def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     env = {
         "CONSULTD_RTC_HOST_ADDRESSES": "127.0.0.1",
         "CONSULTD_RTC_PORTS": f"{PORT_LOW}-{PORT_HIGH}",
+        "CONSULTD_GRACE_S": "1",
     }
     srv = ServerProcess(tmp_path_factory.mktemp("calls"), env=env).start()
     yield srv
@@ -186,13 +187,22 @@ async def test_participants_see_and_hear_each_other_observers_only_receive(
     with pytest.raises(ConnectionRefused):
         await connect(consult.url, consult.room_id, token)
 
-    # Ending the room closes every transport and frees every UDP port.
-    assert _udp_ports_bound(PORT_LOW, PORT_HIGH)
+    # Ending the room closes every transport and frees every UDP port. (The server's ports
+    # are those of its candidates; the clients in this process have sockets too.)
+    server_ports = {
+        int(c[5]) for x in (host, guest, obs) for a in x.answers for c in _candidates(a)
+    }
+    assert server_ports and all(PORT_LOW <= port <= PORT_HIGH for port in server_ports)
+    guest_ports = {int(c[5]) for a in guest.answers for c in _candidates(a)}
+    assert not guest_ports & _udp_ports_bound(PORT_LOW, PORT_HIGH), "the removed one's"
+    assert server_ports - guest_ports <= _udp_ports_bound(PORT_LOW, PORT_HIGH)
     assert (await host.peer.call("end"))["ok"]
     for c in (host, obs):
         assert await c.peer.wait("media_closed") == {"reason": "ended"}
         await wait_for(lambda c=c: c.pc.connectionState in ("closed", "failed"), 10, "closed")
-    await wait_for(lambda: not _udp_ports_bound(PORT_LOW, PORT_HIGH), 10, "UDP ports freed")
+    await wait_for(
+        lambda: not server_ports & _udp_ports_bound(PORT_LOW, PORT_HIGH), 10, "UDP ports freed"
+    )
 
     # Audited: who joined, published what, left why; ids only.
     async with consult.dr.session.get(f"/api/rooms/{consult.room_id}/audit") as r:
@@ -202,6 +212,30 @@ async def test_participants_see_and_hear_each_other_observers_only_receive(
     assert ("media.published", guest.pid, (("kind", "video"), ("source", "camera"))) in seen
     assert ("media.left", guest.pid, (("reason", "removed"),)) in seen
     assert "v=0" not in str(events)
+
+
+async def test_leaving_and_dropping_out_close_the_transport(consult: Consult) -> None:
+    host, guest, obs = consult.host, consult.guest, consult.observer
+    for seed, client in enumerate((host, guest)):
+        assert (await client.join())["ok"]
+        assert (await client.publish(seed))["ok"]
+
+    def publishers(d: dict[str, Any]) -> set[str]:
+        return {t["participant_id"] for t in d["tracks"]}
+
+    joined = await obs.join()  # a late joiner gets the tracks in the ack
+    assert publishers(joined) == {host.pid, guest.pid}
+    assert (await obs.negotiate(audio=2, video=2))["ok"]
+    # Leaving the room closes the transport at once.
+    assert (await guest.peer.call("leave"))["ok"]
+    assert await guest.peer.wait("media_closed") == {"reason": "left"}
+    await obs.peer.wait("media_tracks", lambda d: publishers(d) == {host.pid})
+    # A dropped socket keeps its media through the grace period (1 s here), then not.
+    await host.peer.sio.disconnect()
+    await obs.peer.wait("presence", lambda d: d["id"] == host.pid and d["state"] == "left")
+    await obs.peer.wait("media_tracks", lambda d: publishers(d) == set())
+    await wait_for(lambda: host.pc.connectionState in ("closed", "failed"), 10, "host closed")
+    assert obs.tracks() == []
 
 
 async def test_signalling_abuse_is_refused_and_the_room_goes_on(consult: Consult) -> None:

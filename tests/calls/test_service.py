@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,9 +13,14 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from consultd.calls import CallService, MediaConfig
 from consultd.calls.service import COMPONENT, RoomCalls
-from consultd.errors import Forbidden, MediaInvalidState, MediaPublishNotAllowed
+from consultd.errors import (
+    Forbidden,
+    MediaInvalidState,
+    MediaNegotiationFailed,
+    MediaPublishNotAllowed,
+)
 from consultd.rooms.room import Participant, Role, Room, RoomStatus, State
-from media import set_ice_host_addresses
+from media import set_ice_host_addresses, set_ice_port_range
 from tests.media.peers import ColourTrack
 
 
@@ -129,3 +135,53 @@ async def test_the_publisher_cap_and_leaving() -> None:
     finally:
         await pc0.close()
         await calls.close()
+
+
+async def test_speaker_and_catching_up_after_a_reconnect() -> None:
+    notes = Notes()
+    calls = CallService(NoStore(), notes, MediaConfig())  # type: ignore[arg-type]
+    room = _room(Role.HOST, Role.OBSERVER, Role.PARTICIPANT)
+    for pid in ("p0", "p1"):
+        await calls.join(room.participants[pid], room)
+    comp = room.components[COMPONENT]
+    assert isinstance(comp, RoomCalls) and comp.router is not None
+    assert comp.router.on_active_speaker is not None
+    comp.router.on_active_speaker("p0")
+    comp.router.on_active_speaker("p0")  # unchanged: not sent again
+    comp.router.on_active_speaker(None)
+    speakers = [(pid, d) for pid, e, d in notes.sent if e == "media_speaker"]
+    assert speakers == [
+        ("p0", {"participant_id": "p0"}),
+        ("p1", {"participant_id": "p0"}),
+        ("p0", {"participant_id": None}),
+        ("p1", {"participant_id": None}),
+    ], "to those who joined media only"
+    notes.sent.clear()
+    comp.participant_joined("p1")  # back within the grace period
+    comp.participant_joined("p2")  # never joined media
+    assert notes.sent == [("p1", "media_tracks", {"tracks": []})]
+    await calls.close()
+
+
+async def test_a_used_up_port_range_is_a_clear_refusal() -> None:
+    held = []
+    for _ in range(2):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        held.append(s)
+    ports = sorted(s.getsockname()[1] for s in held)
+    config = MediaConfig(host_addresses=("127.0.0.1",), port_range=(ports[0], ports[0]))
+    calls = CallService(NoStore(), Notes(), config)  # type: ignore[arg-type]
+    calls.start()
+    room = _room(Role.HOST)
+    try:
+        await calls.join(room.participants["p0"], room)
+        with pytest.raises(MediaNegotiationFailed, match="no free UDP port"):
+            await _publish(calls, room, "p0")
+        with pytest.raises(MediaInvalidState):  # dropped: join again later
+            await calls.mute(room.participants["p0"], room, "camera", True)
+    finally:
+        set_ice_port_range(None)  # process-wide: back to any port
+        await calls.close()
+        for s in held:
+            s.close()
