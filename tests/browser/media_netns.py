@@ -218,7 +218,7 @@ async def _page(browser: Browser, errors: list[str], cookies: list[dict[str, Any
     context = await browser.new_context(locale="en-US", viewport={"width": 1200, "height": 1000})
     if cookies:
         await context.add_cookies(cookies)  # type: ignore[arg-type]
-    await context.add_init_script("window.__consultdTestHooks = true")
+    await context.add_init_script(INIT_JS)
     page = await context.new_page()
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
@@ -241,6 +241,13 @@ async def _media_state(page: Page, state: str) -> bool:
     result: bool = await page.evaluate("(s) => window.__consultdMedia.state().state === s", state)
     return result
 
+
+#: Test hooks on, and every WebSocket kept, so that the test can drop the room's socket.
+INIT_JS = """window.__consultdTestHooks = true;
+window.__websockets = [];
+window.WebSocket = class extends WebSocket {
+  constructor(...args) { super(...args); window.__websockets.push(this); }
+};"""
 
 KEEP_PC_JS = "() => { window.__oldPc = window.__consultdMedia.pc(); }"
 
@@ -343,6 +350,7 @@ async def scenario(url: str, data: Path, out: dict[str, Any]) -> None:
                 lambda: _no_tile(host, guest_id, "screen"),
             )
 
+            out["t_audio_only"] = time.monotonic() - t0
             # Audio only on the guest's page: it stops sending its camera and receiving video.
             await guest.get_by_test_id("media-audio-only").click()
             await expect(guest.get_by_test_id("media-audio-only")).to_have_attribute(
@@ -376,6 +384,31 @@ async def scenario(url: str, data: Path, out: dict[str, Any]) -> None:
             out["server_restarts_ice"] = [
                 (await _stats(page))["state"]["serverRestartsIce"] for page in (host, guest)
             ]
+
+            # The room's socket drops and comes back: the call goes on, on the same transport.
+            await guest.evaluate(KEEP_PC_JS)
+            out["t_socket_drop"] = time.monotonic() - t0
+            await guest.evaluate("() => window.__websockets.forEach((ws) => ws.close())")
+            await expect(guest.get_by_test_id("connection-status")).not_to_have_attribute(
+                "data-state", "connected", timeout=WAIT_S * 1000
+            )
+            await expect(guest.get_by_test_id("connection-status")).to_have_attribute(
+                "data-state", "connected", timeout=WAIT_S * 1000
+            )
+            out["t_socket_reconnected"] = time.monotonic() - t0
+            out["socket_back_same_pc"] = await guest.evaluate(
+                "() => window.__consultdMedia.pc() === window.__oldPc"
+            )
+            out["after_socket_drop"] = await asyncio.gather(_decoding(host, 1), _decoding(guest, 1))
+            out["t_socket_back"] = time.monotonic() - t0
+
+            # The call speaks French too.
+            await host.get_by_test_id("lang-select").select_option("fr")
+            out["french"] = {
+                name: await host.get_by_test_id(f"media-{name}").inner_text()
+                for name in ("mute", "screen", "state")
+            }
+            await host.get_by_test_id("lang-select").select_option("en")
 
             # Someone speaks: the speaking indicator shows on their tile.
             out["speaker_seen"] = await _speaker_seen([host, guest])

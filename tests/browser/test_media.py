@@ -8,8 +8,9 @@ screen share arrives as a second video in a tile labelled as a screen (its track
 ``contentHint = "detail"``); audio only stops the camera and the video received, and
 undoing it brings both back; when the media path breaks (a blackhole route to the SFU's own
 loopback address, the room's socket untouched) both pages try an ICE restart, which the
-server (aiortc) refuses, and recover on a new transport once the path is back; the
-speaking indicator shows; the host removes the guest, whose call stops at once (camera and
+server (aiortc) refuses, and recover on a new transport once the path is back; a dropped room
+socket leaves the call on its transport; the panel speaks French; the speaking indicator
+shows; the host removes the guest, whose call stops at once (camera and
 microphone released) and whose tiles leave the host's page.
 
 Server and browsers run inside a network namespace holding only ``lo`` (``unshare -n``), so
@@ -145,6 +146,21 @@ def test_a_broken_media_path_recovers_on_a_new_transport(call: dict[str, Any]) -
     assert call["server_restarts_ice"] == [False, False]
     for side in call["after_failure"]:
         _decoding(side)
+
+
+def test_the_call_outlives_a_dropped_room_socket(call: dict[str, Any]) -> None:
+    # The server keeps the transport through the socket's grace period: same connection.
+    assert call["socket_back_same_pc"] is True
+    for side in call["after_socket_drop"]:
+        _decoding(side)
+
+
+def test_the_call_in_french(call: dict[str, Any]) -> None:
+    assert call["french"] == {
+        "mute": "Couper le micro",
+        "screen": "Partager l'écran",
+        "state": "En appel",
+    }
 
 
 def test_speaking_indicator(call: dict[str, Any]) -> None:
