@@ -28,6 +28,7 @@ from consultd.errors import (
     MediaNegotiationFailed,
     MediaPublishNotAllowed,
 )
+from consultd.ratelimit import RateLimiter
 from consultd.rooms.notifier import Notifier
 from consultd.rooms.policy import Action, authorize
 from consultd.rooms.room import Participant, Room, State
@@ -267,6 +268,10 @@ class CallService:
         self.notifier = notifier
         self.config = config
         self._rooms: set[RoomCalls] = set()
+        # Offers and mutes fan out (renegotiations, tracks lists to every member): bounded
+        # per participant beyond the socket's own event budget. A browser renegotiates once
+        # per track coming or going, far below this.
+        self.signalling = RateLimiter("media signalling per participant", rate=5, burst=30)
 
     def start(self) -> None:
         """Process-wide ICE settings (aioice reads them when it gathers)."""
@@ -331,6 +336,7 @@ class CallService:
         authorize(p, room, Action.VIEW)
         calls = self.component(room)
         m = calls.member(p.id)
+        self.signalling.hit(p.id)
         ufrags = ice_credentials(sdp)
         if m.offered and ufrags != m.ufrags:
             # aiortc 1.16 starts ICE once per transport (RTCIceTransport.start) and would
@@ -384,6 +390,7 @@ class CallService:
         authorize(p, room, Action.PUBLISH_MEDIA)
         calls = self.component(room)
         calls.member(p.id)
+        self.signalling.hit(p.id)
         key = (p.id, source)
         if calls.muted.get(key, False) != muted:
             calls.muted[key] = muted

@@ -311,6 +311,12 @@ async def test_signalling_abuse_is_refused_and_the_room_goes_on(consult: Consult
 
     # The room goes on: chat, and media for the host.
     await asyncio.sleep(2.1)  # the per-socket event budget refills
+    # Mutes (and offers) fan out to every member: bounded per participant.
+    codes = []
+    for i in range(40):
+        ack = await call("media_mute", {"source": "microphone", "muted": i % 2 == 0})
+        codes.append("ok" if ack["ok"] else ack["error"]["code"])
+    assert set(codes) == {"ok", "rate_limited"} and codes.count("ok") <= 32, codes
     ack = await call("chat", {"id": "after-flood", "text": "still here"})
     assert ack["ok"], ack
     assert (await host.join())["ok"]
