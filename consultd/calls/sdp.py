@@ -35,3 +35,13 @@ def ice_credentials(sdp: str) -> frozenset[str]:
         for line in sdp.split("\n")
         if line.startswith("a=ice-ufrag:")
     )
+
+
+def dtls_fingerprints(sdp: str) -> frozenset[str]:
+    """The ``a=fingerprint`` values of an offer (RFC 8122 §5): a new RTCPeerConnection has a
+    new certificate, an ICE restart keeps its own."""
+    return frozenset(
+        line[len("a=fingerprint:") :].strip().lower()
+        for line in sdp.split("\n")
+        if line.startswith("a=fingerprint:")
+    )

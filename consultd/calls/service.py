@@ -21,7 +21,7 @@ from aiortc import RTCIceServer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consultd.calls.config import MediaConfig
-from consultd.calls.sdp import announce_ip, ice_credentials
+from consultd.calls.sdp import announce_ip, dtls_fingerprints, ice_credentials
 from consultd.errors import (
     Forbidden,
     MediaInvalidState,
@@ -77,8 +77,9 @@ class _Member:
     #: An offer was answered (before that, negotiation requests wait for the first offer).
     offered: bool = False
     candidates: int = 0
-    #: The ICE username fragments of the first offer; aiortc cannot restart ICE.
+    #: The ICE username fragments and DTLS fingerprints of the first offer.
     ufrags: frozenset[str] = frozenset()
+    fingerprints: frozenset[str] = frozenset()
     #: The last ``media_negotiate`` sent and not yet followed by an offer (sent again on
     #: reconnect).
     negotiate: NegotiationRequest | None = None
@@ -337,14 +338,21 @@ class CallService:
         calls = self.component(room)
         m = calls.member(p.id)
         self.signalling.hit(p.id)
-        ufrags = ice_credentials(sdp)
+        ufrags, fingerprints = ice_credentials(sdp), dtls_fingerprints(sdp)
         if m.offered and ufrags != m.ufrags:
-            # aiortc 1.16 starts ICE once per transport (RTCIceTransport.start) and would
-            # keep checking with the old credentials until the browser gives up.
-            raise MediaNegotiationFailed(
-                "ICE restart is not supported: media_leave, then media_join with a new "
-                "RTCPeerConnection"
-            )
+            if fingerprints & m.fingerprints:
+                # An ICE restart: aiortc 1.16 starts ICE once per transport
+                # (RTCIceTransport.start) and would keep checking with the old credentials
+                # until the browser gives up.
+                raise MediaNegotiationFailed(
+                    "ICE restart is not supported: media_leave, then media_join with a new "
+                    "RTCPeerConnection"
+                )
+            # A new RTCPeerConnection (a reload, another tab) without media_leave: it
+            # takes the old one's place.
+            await calls.drop(p.id, None)
+            await self.join(p, room)
+            m = calls.member(p.id)
         with _refusals():
             try:
                 answer = await m.transport.apply_offer(sdp, sources)
@@ -360,7 +368,7 @@ class CallService:
             await calls.drop(p.id, None)
             raise MediaNegotiationFailed("the server has no free UDP port for media now")
         m.offered = True
-        m.ufrags = ufrags
+        m.ufrags, m.fingerprints = ufrags, fingerprints
         m.negotiate = None
         if self.config.announced_ip is not None:
             answer = announce_ip(answer, self.config.announced_ip)

@@ -185,3 +185,22 @@ async def test_a_used_up_port_range_is_a_clear_refusal() -> None:
         await calls.close()
         for s in held:
             s.close()
+
+
+async def test_a_new_peer_connection_takes_the_old_ones_place() -> None:
+    notes = Notes()
+    calls = CallService(NoStore(), notes, MediaConfig())  # type: ignore[arg-type]
+    room = _room(Role.HOST)
+    await calls.join(room.participants["p0"], room)
+    first, _ = await _publish(calls, room, "p0")
+    comp = room.components[COMPONENT]
+    assert isinstance(comp, RoomCalls) and comp.router is not None
+    old = comp.router.transports["p0"]
+    second, _ = await _publish(calls, room, "p0")  # a reload: no media_leave
+    try:
+        assert old.closed and comp.router.transports["p0"] is not old
+        assert len(comp.router.producers) == 1
+    finally:
+        await first.close()
+        await second.close()
+        await calls.close()
