@@ -8,14 +8,14 @@ screen share arrives as a second video in a tile labelled as a screen (its track
 ``contentHint = "detail"``); audio only stops the camera and the video received, and
 undoing it brings both back; when the media path breaks (a blackhole route to the SFU's own
 loopback address, the room's socket untouched) both pages try an ICE restart, which the
-server (aiortc) refuses, and recover on a new transport once the path is back; a dropped room
-socket leaves the call on its transport; the panel speaks French; the speaking indicator
-shows; the host removes the guest, whose call stops at once (camera and
+server (aiortc) refuses, and recover on a new transport once the path is back; a dropped
+room socket leaves the call on its transport; the panel speaks French; the speaking
+indicator shows; the host removes the guest, whose call stops at once (camera and
 microphone released) and whose tiles leave the host's page.
 
-Server and browsers run inside a network namespace holding only ``lo`` (``unshare -n``), so
-no test traffic can leave the machine; tests/browser/media_netns.py is the scenario, run
-there, and prints what it saw as JSON.
+Server and browsers run inside a network namespace holding only ``lo`` (``unshare -n``, or
+``unshare -rn`` without root), so no test traffic can leave the machine;
+tests/browser/media_netns.py is the scenario, run there, and prints what it saw as JSON.
 """
 
 from __future__ import annotations
@@ -36,33 +36,35 @@ pytestmark = pytest.mark.browser
 TIMEOUT_S = 150
 
 
-def _netns_available() -> str | None:
-    """Why a network namespace cannot be made here, or None."""
+def _unshare() -> tuple[list[str] | None, str]:
+    """The command that makes a network namespace here (as root: ``unshare -n``; otherwise
+    inside a user namespace, ``unshare -rn``), or None and why not."""
     if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
+        return None, "unshare (util-linux) is not installed"
     if shutil.which("ip") is None:
-        return "ip (iproute2) is not installed"
-    probe = subprocess.run(
-        ["unshare", "-n", "--", "sh", "-c", "ip link set lo up"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    if probe.returncode != 0:
-        return f"unshare -n is not permitted here: {probe.stderr.strip()}"
-    return None
+        return None, "ip (iproute2) is not installed"
+    why = ""
+    for flags in ("-n", "-rn"):
+        cmd = ["unshare", flags, "--"]
+        probe = subprocess.run(
+            [*cmd, "sh", "-c", "ip link set lo up"], capture_output=True, text=True, timeout=10
+        )
+        if probe.returncode == 0:
+            return cmd, ""
+        why = probe.stderr.strip()
+    return None, f"no network namespace can be made here (unshare -n / -rn): {why}"
 
 
 @pytest.fixture(scope="module")
 def call(tmp_path_factory: pytest.TempPathFactory, web_client_dist: Path) -> dict[str, Any]:
-    reason = _netns_available()
-    if reason is not None:
-        pytest.skip(reason)
+    unshare, why = _unshare()
+    if unshare is None:
+        pytest.skip(why)
     assert shutil.which(CHROMIUM), f"{CHROMIUM} is required (scripts/setup.sh --dev installs it)"
     data = tmp_path_factory.mktemp("media-data")
     script = f"ip link set lo up && exec {sys.executable} -m tests.browser.media_netns {data}"
     proc = subprocess.run(
-        ["unshare", "-n", "--", "sh", "-c", script],
+        [*unshare, "sh", "-c", script],
         cwd=ROOT,
         capture_output=True,
         text=True,
