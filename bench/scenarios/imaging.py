@@ -7,7 +7,8 @@ UID); a few slices in each transfer syntax for the decode figures.
 
 In process (``bench.imaging_local``): decode ms per slice per transfer syntax through
 ``pixels.read_frame``; render ms per slice (PNG, JPEG, WebP) from decoded frames beside a
-naive pydicom + float + numpy + Pillow pipeline (``render_speedup_vs_naive``: naive CPU
+naive pydicom + float + numpy + Pillow pipeline, timed in alternating rounds in a fresh
+process with glibc's allocator pinned to the heap (``render_speedup_vs_naive``: naive CPU
 ms / ours for JPEG; ``slices_per_s_per_core``: 1000 / our JPEG CPU ms).
 
 Over HTTP (one host physician; ``--participants`` - 1 viewers who redeem a share code and
@@ -483,7 +484,7 @@ async def _run(r: Run, work: Path) -> ScenarioResult:
     decode = imaging_local.decode_costs(syntax_files, min_s=local_s)
     ctx.progress.update(len(syntax_files))
     ctx.progress.phase("render: ours vs naive", len(imaging_local.FORMATS), unit="format")
-    render = imaging_local.render_throughput(
+    render, allocator = imaging_local.render_throughput_isolated(
         syntax_files["uncompressed"], min_s=local_s, min_calls=20
     )
     ctx.progress.update(len(imaging_local.FORMATS))
@@ -527,6 +528,7 @@ async def _run(r: Run, work: Path) -> ScenarioResult:
         "j2k": j2k is not None,
         "orthanc": not r.args.no_orthanc,
         "cv2_threads": cv2.getNumThreads(),
+        "render_allocator": allocator,
     }
     r.extra["generator_cpu_s_http_loops"] = round(r.http_client_cpu_s, 3)
     r.extra["generation_cpu_s_pool"] = round(r.generation_cpu_s, 3)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom import dcmread
 
-from bench import ctgen, orthanc
+from bench import ctgen, imaging_local, orthanc
 from bench.scenarios.imaging import HEADLINE_KEYS, _targets, middle_out
 from tests.bench.test_bench_cli import REPORT_KEYS, _bench
 
@@ -19,6 +20,38 @@ def test_middle_out_visits_every_slice_once_from_the_middle() -> None:
     assert middle_out(4) == [1, 0, 2, 3]
     order = middle_out(300)
     assert order[0] == 149 and sorted(order) == list(range(300))
+
+
+def test_interleaved_timing_alternates_rounds_and_wraps_each_turn() -> None:
+    calls: list[str] = []
+    events: list[tuple[str, bool]] = []
+    fns: dict[str, Callable[[int], object]] = {
+        "a": lambda k: calls.append("a"),
+        "b": lambda k: calls.append("b"),
+    }
+    timings = imaging_local.time_interleaved(
+        fns,
+        rounds=3,
+        min_calls={"a": 6, "b": 3},
+        min_s={"a": 0.0, "b": 0.0},
+        around={"b": lambda entering: events.append(("b", entering))},
+    )
+    # one warm-up call each, then per round a's share (2 calls) and b's (1 call), in turn
+    assert "".join(calls) == "ab" + "aab" * 3
+    assert timings["a"].calls == 6 and timings["b"].calls == 3  # timed calls only
+    assert events == [("b", True), ("b", False)] * 4
+    assert all(t.cpu_ms >= 0 and t.wall_ms >= 0 for t in timings.values())
+
+
+def test_the_allocator_is_pinned_in_a_process_of_its_own() -> None:
+    import subprocess
+    import sys
+
+    code = "from bench.imaging_local import pin_allocator; print(pin_allocator())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.startswith("glibc: mmap threshold 32 MiB"), out.stdout
 
 
 def test_ct_slices_are_distinct_deterministic_and_readable(tmp_path: Path) -> None:
