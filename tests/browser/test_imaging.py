@@ -298,3 +298,40 @@ async def test_a_large_file_goes_in_resumable_chunks(pair: Pair, tmp_path: Path)
         "Done: 1 shared", timeout=60_000
     )
     assert len([u for u in chunks if "offset=" in u]) >= 5  # 18 MiB in 4 MiB chunks
+
+
+async def test_a_dropped_chunk_resumes_from_the_servers_offset(pair: Pair, tmp_path: Path) -> None:  # noqa: F811
+    """A chunk lost to the network (the third one): the browser asks the server where it
+    stopped and sends on from there, never from the start."""
+    a = pair.a
+    [path] = write_series(ct_series(1, rows=3072, cols=3072), tmp_path)
+    seen: list[tuple[str, str]] = []
+    a.on(
+        "request",
+        lambda r: seen.append((r.method, r.url)) if "/imaging/uploads/" in r.url else None,
+    )
+    patches = 0
+
+    async def drop_third_chunk(route: Any) -> None:
+        nonlocal patches
+        if route.request.method == "PATCH":
+            patches += 1
+            if patches == 3:
+                await route.abort("connectionreset")
+                return
+        await route.continue_()
+
+    await a.route(re.compile(r".*/imaging/uploads/.*"), drop_third_chunk)
+    try:
+        await a.get_by_test_id("imaging-file-input").set_input_files(path)
+        await expect(a.get_by_test_id("imaging-summary")).to_contain_text(
+            "Done: 1 shared", timeout=60_000
+        )
+    finally:
+        await a.unroute(re.compile(r".*/imaging/uploads/.*"))
+    offsets = [int(m.group(1)) for _, u in seen if (m := re.search(r"offset=(\d+)", u))]
+    chunk = 4 * 1024 * 1024
+    # 0, 4, 8 (dropped), then the server's offset asked for (GET), then 8 again and on.
+    assert offsets[:4] == [0, chunk, 2 * chunk, 2 * chunk], offsets
+    assert offsets.count(0) == 1, offsets  # never started over
+    assert [m for m, u in seen if "offset=" not in u].count("GET") >= 1, seen
