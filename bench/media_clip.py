@@ -5,8 +5,10 @@ so a few seconds of VP8 and Opus are encoded once with PyAV (``encode_clip``) an
 in a loop by ``ReplayTrack``. Its ``recv`` returns ``av.Packet``: aiortc's sender then only
 packetizes (``Vp8Encoder.pack``, ``OpusEncoder.pack``), it never creates an encoder.
 
-The clip loops on a keyframe (one key frame per loop, at its start), so a receiver that
-decodes it (aiortc's ``MediaRelay`` in ``bench.media_relay``) sees a valid stream.
+The video has one key frame, its first, and the loop goes back to the frame after it: as
+from a browser, key frames come only when a receiver asks (PLI), which jumps the replay
+back to it. A decoder (aiortc's ``MediaRelay`` in ``bench.media_relay``) sees a smear at
+each wrap, not an error; the SFU never looks.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def encode_video(seconds: float, width: int, height: int, fps: int, kbps: int) -
     codec.framerate = fractions.Fraction(fps, 1)
     codec.bit_rate = kbps * 1000
     frames = max(1, round(seconds * fps))
-    codec.gop_size = frames  # one key frame per loop, at its start
+    codec.gop_size = frames  # one key frame, the first
     codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     rng = np.random.default_rng(7)
     out: list[bytes] = []
@@ -147,8 +149,11 @@ class ReplayTrack(MediaStreamTrack):
     a PLI with a key frame (``MediaPeer`` routes its sender's PLI/FIR here).
     """
 
-    def __init__(self, kind: str, frames: Sequence[bytes], clock_rate: int, ticks: int) -> None:
+    def __init__(
+        self, kind: str, frames: Sequence[bytes], clock_rate: int, ticks: int, loop_from: int = 0
+    ) -> None:
         super().__init__()
+        self._loop_from = loop_from  # where the loop goes on after its last frame
         self.kind = kind
         self._frames = frames
         self._time_base = fractions.Fraction(1, clock_rate)
@@ -162,7 +167,7 @@ class ReplayTrack(MediaStreamTrack):
 
     @classmethod
     def video(cls, clip: Clip) -> ReplayTrack:
-        return cls("video", clip.video, VIDEO_CLOCK, VIDEO_CLOCK // clip.fps)
+        return cls("video", clip.video, VIDEO_CLOCK, VIDEO_CLOCK // clip.fps, loop_from=1)
 
     @classmethod
     def audio(cls, clip: Clip) -> ReplayTrack:
@@ -182,9 +187,11 @@ class ReplayTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         if self._keyframe:
             self._keyframe = False
-            if self._pos % len(self._frames):
+            if self._pos:
                 self._pos = 0
-        packet = av.Packet(self._frames[self._pos % len(self._frames)])
+        elif self._pos >= len(self._frames):
+            self._pos = min(self._loop_from, len(self._frames) - 1)
+        packet = av.Packet(self._frames[self._pos])
         self._pos += 1
         packet.pts = n * self._ticks
         packet.time_base = self._time_base

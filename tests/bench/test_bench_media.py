@@ -65,15 +65,16 @@ def test_match_of_nothing() -> None:
     assert m.unmatched == 1 and m.latency_ns.size == 0
 
 
-async def test_replay_track_restarts_at_the_key_frame_on_request() -> None:
+async def test_replay_track_sends_its_key_frame_when_asked_only() -> None:
     frames = [b"key", b"d1", b"d2", b"d3"]
-    track = ReplayTrack("video", frames, 90_000, 90)  # 1 ms a frame
-    got = [bytes(await track.recv()) for _ in range(3)]
+    track = ReplayTrack("video", frames, 90_000, 90, loop_from=1)  # 1 ms a frame
+    got = [bytes(await track.recv()) for _ in range(6)]
+    assert got == [b"key", b"d1", b"d2", b"d3", b"d1", b"d2"]  # no key frame unasked
     track.request_keyframe()
-    got += [bytes(await track.recv()) for _ in range(2)]
-    assert got == [b"key", b"d1", b"d2", b"key", b"d1"]
+    got = [bytes(await track.recv()) for _ in range(2)]
+    assert got == [b"key", b"d1"]
     packet = await track.recv()
-    assert packet.pts == 5 * 90 and packet.time_base.denominator == 90_000
+    assert packet.pts == 8 * 90 and packet.time_base.denominator == 90_000
 
 
 def test_each_voice_gives_other_opus_packets() -> None:
