@@ -80,6 +80,7 @@ export class MediaPanel {
 
   constructor(socket: RoomSocket) {
     this.session = new MediaSession(socket, {
+      selfId: () => this.selfId,
       state: (s) => this.onState(s),
       tracks: (t) => {
         this.tracks = t;
@@ -238,10 +239,13 @@ export class MediaPanel {
       bindText(this.startButton, observer ? 'media.join_listen' : 'media.check_devices');
       this.startButton.hidden = false;
     }
+    this.startButton.disabled = false;
     if (this.body.firstElementChild !== this.intro) replace(this.body, this.intro);
   }
 
   private async begin(): Promise<void> {
+    if (this.startButton.disabled) return;
+    this.startButton.disabled = true; // until the intro shows again
     clearStatus(this.status);
     if (this.role === 'observer') {
       await this.enter(null);

@@ -41,6 +41,8 @@ export interface RemoteTrack {
 }
 
 export interface SessionListener {
+  /** Our participant id (we never receive our own tracks). */
+  selfId(): string;
   state(s: SessionState): void;
   /** The room's published tracks (`media_join`, `media_tracks`). */
   tracks(tracks: MediaTrack[]): void;
@@ -137,7 +139,7 @@ export class MediaSession {
     return this.local[source];
   }
 
-  /** `media_join`, then offer whatever we send (an observer waits for `media_negotiate`). */
+  /** `media_join`, then offer what we send and receivers for what the room has. */
   async start(): Promise<void> {
     this.clearTimers();
     this.closePc();
@@ -157,7 +159,9 @@ export class MediaSession {
     // receiver (more follow with `media_negotiate`).
     let { audio, video } = this.pendingRecv;
     this.pendingRecv = { audio: 0, video: 0 };
+    const self = this.listener.selfId();
     for (const t of ack.tracks) {
+      if (t.participant_id === self) continue;
       if (t.kind === 'audio') audio++;
       else video++;
     }
@@ -231,8 +235,9 @@ export class MediaSession {
     else this.rebuild();
   }
 
-  /** A new transport from scratch: `media_leave`, then `media_join` (also after the room's
-   * socket came back: the server dropped our transport with the old connection). */
+  /** A new transport from scratch: `media_leave`, then `media_join` (the same local tracks
+   * are sent again). Retried with a backoff while it fails; waits for `joined` (resume())
+   * while the room's socket is down. */
   rebuild(): void {
     if (this.stateValue === 'idle' || this.stateValue === 'closed') return;
     if (this.rebuildTimer !== null) return;
@@ -416,6 +421,7 @@ export class MediaSession {
       // Our producers are gone; we keep receiving.
       this.canPublish = false;
       for (const source of SOURCES) {
+        this.local[source]?.stop(); // the camera light goes off
         this.local[source] = null;
         const t = this.senders.get(source);
         if (t) {
