@@ -335,3 +335,22 @@ async def test_a_dropped_chunk_resumes_from_the_servers_offset(pair: Pair, tmp_p
     assert offsets[:4] == [0, chunk, 2 * chunk, 2 * chunk], offsets
     assert offsets.count(0) == 1, offsets  # never started over
     assert [m for m, u in seen if "offset=" not in u].count("GET") >= 1, seen
+
+
+async def test_a_whole_series_opens_at_its_middle_slice_first(
+    pair: Pair,  # noqa: F811
+    ct_files: list[Path],
+) -> None:
+    """A viewer opening a stored series shows, and fetches first, its middle slice, then
+    goes outwards."""
+    a, b = pair.a, pair.b
+    await a.get_by_test_id("imaging-file-input").set_input_files(ct_files)
+    await expect(a.get_by_test_id("imaging-summary")).to_contain_text(
+        f"Done: {SLICES} shared", timeout=WAIT_MS
+    )
+    frames: list[str] = []
+    b.on("request", lambda r: frames.append(r.url) if "/frames/" in r.url else None)
+    await b.reload()  # B comes back to a room where the whole series is stored
+    shown = await _wait_state(b, "(s, n) => s.shown && s.count === n && s", SLICES)
+    assert shown["index"] == (SLICES - 1) // 2
+    assert frames and f"/instances/{shown['sop_uid']}/frames/" in frames[0], frames[:3]
