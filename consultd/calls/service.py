@@ -254,6 +254,7 @@ class RoomCalls:
         if not self.room.is_open:
             for pid in self.members:
                 self.notifier.send(self.room.id, pid, "media_closed", {"reason": "ended"})
+                self.service.audit(self.room.id, pid, "media.left", None, {"reason": "ended"})
         self.closed = True
         self.members.clear()
         self.service._rooms.discard(self)

@@ -182,10 +182,14 @@ async def test_participants_see_and_hear_each_other_observers_only_receive(
     await obs.peer.wait(
         "media_tracks", lambda d: {t["participant_id"] for t in d["tracks"]} == {host.pid}
     )
-    # A removed participant cannot come back to renegotiate.
+    # A removed participant cannot come back to renegotiate; nobody signals to a room
+    # that does not exist.
     token = next(d for n, d in guest.peer.events if n == "token")
     with pytest.raises(ConnectionRefused):
         await connect(consult.url, consult.room_id, token)
+    with pytest.raises(ConnectionRefused) as refused:
+        await connect(consult.url, "0" * 32, token)
+    assert refused.value.args[0]["data"]["code"] == "not_found"
 
     # Ending the room closes every transport and frees every UDP port. (The server's ports
     # are those of its candidates; the clients in this process have sockets too.)
@@ -211,6 +215,7 @@ async def test_participants_see_and_hear_each_other_observers_only_receive(
     assert ("media.joined", obs.pid, ()) in seen
     assert ("media.published", guest.pid, (("kind", "video"), ("source", "camera"))) in seen
     assert ("media.left", guest.pid, (("reason", "removed"),)) in seen
+    assert ("media.left", obs.pid, (("reason", "ended"),)) in seen
     assert "v=0" not in str(events)
 
 
