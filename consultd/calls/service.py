@@ -23,14 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consultd.calls.config import MediaConfig
 from consultd.calls.sdp import announce_ip, dtls_fingerprints, ice_credentials
 from consultd.errors import (
-    Forbidden,
     MediaInvalidState,
     MediaNegotiationFailed,
     MediaPublishNotAllowed,
 )
 from consultd.ratelimit import RateLimiter
 from consultd.rooms.notifier import Notifier
-from consultd.rooms.policy import Action, authorize
+from consultd.rooms.policy import Action, authorize, role_may
 from consultd.rooms.room import Participant, Room, State
 from consultd.store.unit import Store
 from media import (
@@ -238,7 +237,7 @@ class RoomCalls:
         p = self.room.participants.get(participant_id)
         if m is None or p is None or self.router is None:
             return
-        may = self.service.may_publish(p, self.room)
+        may = self.service.may_publish(p)
         if may == m.transport.can_publish:
             return
         await self.router.set_can_publish(participant_id, may)
@@ -298,12 +297,9 @@ class CallService:
         return comp if isinstance(comp, RoomCalls) else None
 
     @staticmethod
-    def may_publish(p: Participant, room: Room) -> bool:
-        try:
-            authorize(p, room, Action.PUBLISH_MEDIA)
-        except Forbidden:
-            return False
-        return True
+    def may_publish(p: Participant) -> bool:
+        # By role only: a role change may reach someone who is reconnecting.
+        return role_may(p.role, Action.PUBLISH_MEDIA)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -321,7 +317,7 @@ class CallService:
 
             with _refusals():
                 transport = router.create_transport(
-                    p.id, can_publish=self.may_publish(p, room), on_negotiation_needed=needed
+                    p.id, can_publish=self.may_publish(p), on_negotiation_needed=needed
                 )
             holder.append(transport)
             m = calls.members[p.id] = _Member(transport)

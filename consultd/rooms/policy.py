@@ -49,6 +49,11 @@ RULES: dict[Action, frozenset[Role]] = {
 ADMITTED = frozenset({State.ADMITTED, State.JOINED, State.RECONNECTING})
 
 
+def role_may(role: Role, action: Action) -> bool:
+    """Whether the role allows ``action`` at all (what a participant's state allows aside)."""
+    return role in RULES[action]
+
+
 def authorize(participant: Participant, room: Room, action: Action) -> None:
     """Raise unless ``participant`` may perform ``action`` in ``room`` now."""
     _check(participant, room, action, _JOINED)

@@ -100,7 +100,11 @@ async def test_demotion_closes_producers_and_says_so() -> None:
         comp = room.components[COMPONENT]
         assert isinstance(comp, RoomCalls) and comp.router is not None
         assert [p.participant_id for p in comp.router.producers.values()] == ["p1"]
-        p1.role = Role.OBSERVER
+        # Made host while reconnecting (transfer_host allows it): still publishing.
+        p1.state, p1.role = State.RECONNECTING, Role.HOST
+        await comp.participant_role_changed("p1")
+        assert comp.router.producers and not [n for n in notes.sent if n[1] == "media_closed"]
+        p1.state, p1.role = State.JOINED, Role.OBSERVER
         await comp.participant_role_changed("p1")
         assert not comp.router.producers
         assert ("p1", "media_closed", {"reason": "demoted"}) in notes.sent
