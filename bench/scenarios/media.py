@@ -28,6 +28,8 @@ first through the SFU (a fresh room, the main load gone), then through aiortc's
 ``MediaRelay`` in a process of the bench's own (``bench.media_relay``), the same clip and
 clients; ``cost_ratio_vs_transcode``: the relay's CPU per delivered stream / the SFU's.
 
+``--rate`` is not used: the clip sets the packet rate (about 145 packets/s a publisher).
+
 Errors: failed joins and offers, and packets not delivered (sent in the window, not received
 by a member of the room by the end of the drain).
 """
