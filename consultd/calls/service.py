@@ -105,11 +105,15 @@ class RoomCalls:
     def ensure_router(self) -> Router:
         if self.router is None:
             c = self.service.config
+            # The SFU's own peer connections get the STUN servers only (server-reflexive
+            # candidates behind a NAT without an announced address). A TURN allocation per
+            # participant would cost a relay each and hold every answer until allocated;
+            # clients relay through TURN to the server's candidates instead. Always a list,
+            # maybe empty: with none, aiortc would use a public STUN server.
+            stun = [[u for u in s.urls if u.startswith("stun:")] for s in c.ice_servers]
             self.router = Router(
                 self.room.id,
-                ice_servers=[
-                    RTCIceServer(list(s.urls), s.username, s.credential) for s in c.ice_servers
-                ],
+                ice_servers=[RTCIceServer(urls) for urls in stun if urls],
                 max_publishers=c.max_publishers,
                 max_bitrate=c.max_bitrate,
                 on_producers_changed=self._producers_changed,

@@ -12,6 +12,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from consultd.calls import CallService, MediaConfig
+from consultd.calls.config import IceServer
 from consultd.calls.service import COMPONENT, RoomCalls
 from consultd.errors import (
     Forbidden,
@@ -208,3 +209,18 @@ async def test_a_new_peer_connection_takes_the_old_ones_place() -> None:
         await first.close()
         await second.close()
         await calls.close()
+
+
+async def test_the_sfu_itself_uses_the_stun_servers_only() -> None:
+    servers = IceServer(("stun:127.0.0.1:9", "turn:127.0.0.1:9"), "u", "p")
+    config = MediaConfig(ice_servers=(servers,))
+    calls = CallService(NoStore(), Notes(), config)  # type: ignore[arg-type]
+    room = _room(Role.HOST)
+    ack = await calls.join(room.participants["p0"], room)
+    assert ack["ice_servers"] == [servers.to_wire()], "clients get them all"
+    comp = room.components[COMPONENT]
+    assert isinstance(comp, RoomCalls) and comp.router is not None
+    pc = comp.router.transports["p0"]._pc
+    configuration = pc._RTCPeerConnection__configuration  # type: ignore[attr-defined]
+    assert [s.urls for s in configuration.iceServers] == [["stun:127.0.0.1:9"]]
+    await calls.close()
