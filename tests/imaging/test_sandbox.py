@@ -214,11 +214,14 @@ async def test_the_event_loop_never_stalls_while_workers_work(pool: WorkerPool) 
             last = now
 
     tick = asyncio.ensure_future(ticker())
-    jobs = [pool.run(spin, 0.2) for _ in range(4)]
-    jobs.append(pool.run(nap, 10.0, timeout=0.2))  # a kill and a respawn in the middle
+    # The spins and the nap's timeout outlast the bound below, so a loop that waited on one
+    # of them fails; the bound leaves room for a loaded 2-core machine's scheduling (gaps
+    # of 105 ms seen at a load average of 9).
+    jobs = [pool.run(spin, 0.6) for _ in range(4)]
+    jobs.append(pool.run(nap, 10.0, timeout=0.4))  # a kill and a respawn in the middle
     jobs.append(pool.run(hog_memory, 4 * GiB))
     await asyncio.gather(*jobs, return_exceptions=True)
     await pool.run(echo, 1)
     tick.cancel()
     print(f"largest event loop gap: {max(gaps) * 1000:.1f} ms")
-    assert max(gaps) < 0.1
+    assert max(gaps) < 0.3
