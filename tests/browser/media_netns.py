@@ -344,11 +344,19 @@ async def scenario(url: str, data: Path, out: dict[str, Any]) -> None:
                 ".map((s) => s.track).find((t) => t && t.contentHint === 'detail');"
                 " return t ? { hint: t.contentHint, label: t.label } : null; }"
             )
-            await guest.get_by_test_id("media-screen").click()
-            await _poll(
-                "screen tile gone",
-                lambda: _no_tile(host, guest_id, "screen"),
+            await expect(guest.get_by_test_id("media-screen")).to_have_attribute(
+                "aria-pressed", "true"
             )
+            # The browser's own "Stop sharing" ends the track (the event it fires, here).
+            await guest.evaluate(
+                "() => window.__consultdMedia.pc().getSenders().map((s) => s.track)"
+                ".find((t) => t && t.contentHint === 'detail').dispatchEvent(new Event('ended'))"
+            )
+            await _poll("screen tile gone", lambda: _no_tile(host, guest_id, "screen"))
+            await expect(guest.get_by_test_id("media-screen")).to_have_attribute(
+                "aria-pressed", "false"
+            )
+            out["screen_stopped"] = True
 
             out["t_audio_only"] = time.monotonic() - t0
             # Audio only on the guest's page: it stops sending its camera and receiving video.

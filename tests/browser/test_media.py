@@ -132,6 +132,8 @@ def test_screen_share_is_a_second_video_tile(call: dict[str, Any]) -> None:
     assert len(call["screen_video"]) >= 2
     _decoding(call["screen_video"])
     assert call["screen_track"]["hint"] == "detail"
+    # Stopped from the browser's own control: the tile left the other page.
+    assert call["screen_stopped"] is True
 
 
 def test_audio_only_stops_video_both_ways_and_comes_back(call: dict[str, Any]) -> None:
