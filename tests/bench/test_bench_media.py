@@ -122,3 +122,25 @@ def test_media_spawn_end_to_end(tmp_path: Path) -> None:
     ):
         assert extra[key] > 0, key
     assert extra["baseline_1_to_4"]["relay"]["streams"] == 8
+
+
+async def test_the_aiortc_names_the_bench_reaches_exist() -> None:
+    """The bench's peers reach past aiortc's API (bench/media_peers.py); the SFU's own reach
+    is pinned in tests/media/test_bridge_pin.py. Fail here, not mid-run, if one is gone."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        t = pc.addTransceiver("video", direction="sendrecv")
+        dtls = t.receiver.transport
+        connection = dtls.transport._connection
+        reached = {
+            "RTCDtlsTransport._send_rtp": dtls,
+            "RTCRtpSender._send_keyframe": t.sender,
+            "aioice.Connection._protocols": connection,
+            "aioice.Connection.data_received": connection,
+        }
+        missing = [n for n, owner in reached.items() if not hasattr(owner, n.rsplit(".", 1)[1])]
+        assert not missing, f"aiortc/aioice no longer have: {missing}"
+    finally:
+        await pc.close()
