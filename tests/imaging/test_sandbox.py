@@ -100,7 +100,10 @@ async def test_results_errors_and_limits_applied(pool: WorkerPool) -> None:
     assert os.getpid() not in pool.worker_pids()
 
 
-async def test_round_trip_overhead_is_well_under_a_millisecond(pool: WorkerPool) -> None:
+async def test_round_trip_overhead_is_a_few_milliseconds_at_most(pool: WorkerPool) -> None:
+    """A gross bound (the median was 0.04 ms here; a loaded shared machine may take many
+    times that): a round trip that waited on a poll interval or a new process per task
+    would take tens of milliseconds."""
     for _ in range(50):  # warm up
         await pool.run(echo, 1)
     samples = []
@@ -110,7 +113,7 @@ async def test_round_trip_overhead_is_well_under_a_millisecond(pool: WorkerPool)
         samples.append(time.perf_counter() - t)
     median_ms = statistics.median(samples) * 1000
     print(f"pool round trip: median {median_ms:.3f} ms")
-    assert median_ms < 1.0
+    assert median_ms < 5.0
 
 
 async def test_wall_timeout_kills_and_replaces_the_worker(pool: WorkerPool) -> None:
