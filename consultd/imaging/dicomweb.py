@@ -207,7 +207,7 @@ async def _multipart(
             await resp.write(b"\r\n")
         await resp.write(f"--{boundary}--\r\n".encode())
         await resp.write_eof()
-    except ConnectionResetError:  # aiohttp's ClientConnectionResetError is one
+    except ConnectionError:  # the client left: a reset, or "Connection lost" while draining
         pass
     return resp
 
@@ -299,7 +299,7 @@ async def retrieve_bulkdata(request: web.Request) -> web.StreamResponse:
             await resp.write(little_endian(await imaging.frame(inst, n)))
         await resp.write(f"\r\n--{boundary}--\r\n".encode())
         await resp.write_eof()
-    except ConnectionResetError:  # the client went away
+    except ConnectionError:  # the client left: a reset, or "Connection lost" while draining
         pass
     return resp
 

@@ -215,6 +215,51 @@ async def test_bulk_data_uri_gives_every_frame_of_a_multi_frame_instance(
         assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
 
 
+async def test_a_client_leaving_mid_answer_is_no_server_error(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Multipart answers bigger than the socket's buffer: the client resets the connection
+    after the headers; the server ends the answer quietly (the fixture fails the test on any
+    error in the server's log)."""
+    import socket
+    import struct
+
+    host, room_id, token = await _room(server)
+    [ds] = dicomgen.ct_series(1, rows=256, cols=256)
+    one = ds.pixel_array
+    ds.NumberOfFrames = 32
+    ds.PixelData = np.tile(one, (32, 1, 1)).tobytes()  # 4 MiB
+    status, a = await _upload(
+        host, room_id, token, dicomgen.write(ds, tmp_path / "big.dcm").read_bytes()
+    )
+    assert status == 200 and a["frames"] == 32, a
+    instance = (
+        f"/dicomweb/rooms/{room_id}/studies/{a['study_uid']}/series/{a['series_uid']}"
+        f"/instances/{a['sop_uid']}"
+    )
+    port = int(server.url.rsplit(":", 1)[1])
+    for path in (
+        instance + "/frames/" + ",".join(str(n) for n in range(1, 33)),
+        instance + "/bulkdata/7FE00010",
+    ):
+
+        def leave_early(path: str = path) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
+                sock.sendall(request.encode() + b"\r\n\r\n")
+                head = sock.recv(4096)
+                # close with a reset (linger 0) while the server still has megabytes to send
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return head
+
+        assert (await asyncio.to_thread(leave_early)).startswith(b"HTTP/1.1 200")
+    await asyncio.sleep(0.5)  # let the handlers meet the reset
+    async with host.session.get(
+        f"/dicomweb/rooms/{room_id}/studies", headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        assert r.status == 200
+
+
 async def test_who_may_upload_and_read(server: ServerProcess, tmp_path: Path) -> None:
     host, room_id, token = await _room(server)
     data = _series_bytes(tmp_path, 1, rows=32, cols=32)[0]
