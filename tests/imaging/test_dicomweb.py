@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -526,3 +527,38 @@ async def test_a_large_file_resumes_where_the_server_stopped(
         f"{base}/{upload}", params={"offset": "0"}, data=b"x" * 20, headers=auth
     ) as r:
         assert r.status == 413
+
+
+async def test_a_part_past_the_file_cap_or_the_request_budget_is_refused(tmp_path: Path) -> None:
+    """STOW-RS streams each part to disk under the per-file cap and what is left of the
+    per-request budget; a part past either is refused and leaves no temp file."""
+    from types import SimpleNamespace
+
+    from consultd.errors import PayloadTooLarge
+    from consultd.imaging.dicomweb import _to_temp
+
+    imaging: Any = SimpleNamespace(
+        blobs=SimpleNamespace(temp_path=lambda suffix="": tmp_path / f"t{len(made)}{suffix}")
+    )
+    made: list[int] = []
+
+    def body(n_bytes: int) -> Any:
+        data = io.BytesIO(b"x" * n_bytes)
+        made.append(n_bytes)
+
+        async def read(n: int) -> bytes:
+            return data.read(min(n, 7))
+
+        return read
+
+    budget = [100]
+    first = await _to_temp(imaging, body(60), 80, budget)
+    assert first.read_bytes() == b"x" * 60 and budget == [40]
+    with pytest.raises(PayloadTooLarge):
+        await _to_temp(imaging, body(50), 80, budget)  # under the file cap, past the budget
+    with pytest.raises(PayloadTooLarge):
+        await _to_temp(imaging, body(90), 1000, [89])  # past the budget by 1
+    with pytest.raises(PayloadTooLarge):
+        await _to_temp(imaging, body(81), 80, [1000])  # past the file cap
+    assert budget == [40]
+    assert os.listdir(tmp_path) == [first.name]  # the others removed
