@@ -14,6 +14,7 @@ With the msgpack parser every socket.io packet is one binary frame holding the m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -393,3 +394,31 @@ def new_session(local_ip: str | None = None, limit: int = 0) -> aiohttp.ClientSe
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
     )
+
+
+class AddressSessions:
+    """One HTTP/websocket session per client source address: ``per_address`` members share
+    each address of ``addr_group`` (0: all use the default address), so per-address limits
+    apply to the simulated members as they would to people."""
+
+    def __init__(self, addr_group: int, per_address: int) -> None:
+        self.addr_group = addr_group
+        self.per_address = per_address
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+
+    def get(self, index: int) -> aiohttp.ClientSession:
+        """The session of the ``index``-th member."""
+        ip = (
+            loopback_address(self.addr_group, index // self.per_address)
+            if self.per_address > 0
+            else None
+        )
+        session = self._sessions.get(ip)
+        if session is None:
+            session = self._sessions[ip] = new_session(ip)
+        return session
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.close(), 5)

@@ -20,7 +20,13 @@ from typing import Any
 
 import aiohttp
 
-from bench.client import ApiError, ConnectError, SioClient, loopback_address, new_session, redeem
+from bench.client import (
+    AddressSessions,
+    ApiError,
+    ConnectError,
+    SioClient,
+    redeem,
+)
 from bench.media_clip import Clip
 from bench.media_peers import MediaPeer, SignalError, as_int64
 from bench.pool import Message, WorkerLink, run_loop
@@ -74,27 +80,14 @@ class Worker:
         self.link = link
         self.url: str = plan["url"]
         self.clip: Clip = plan["clip"]
-        self.per_address: int = plan["per_address"]
-        self.addr_group: int = plan["addr_group"]
+        self.sessions = AddressSessions(plan["addr_group"], plan["per_address"])
         self.join_rate: float = plan["join_rate"]
         self.publishers: int = plan["publishers"]
         self.members = [Member(spec) for spec in plan["members"]]
-        self.sessions: dict[str | None, aiohttp.ClientSession] = {}
         self.errors: Counter[str] = Counter()
         self.lag_ns = array("q")
         self.done = 0
         self.closing = False
-
-    def _session(self, index: int) -> aiohttp.ClientSession:
-        ip = (
-            loopback_address(self.addr_group, index // self.per_address)
-            if self.per_address > 0
-            else None
-        )
-        session = self.sessions.get(ip)
-        if session is None:
-            session = self.sessions[ip] = new_session(ip)
-        return session
 
     async def run(self) -> None:
         pubs = [m for m in self.members if m.role == "pub"]
@@ -165,7 +158,7 @@ class Worker:
             delay = start + i * interval - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            session = self._session(offset + i)
+            session = self.sessions.get(offset + i)
             tasks.append(asyncio.create_task(self._join(member, session, streams)))
         pending = set(tasks)
         while pending:
@@ -276,9 +269,7 @@ class Worker:
     async def close(self) -> None:
         self.closing = True
         await self._close_members(self.members)
-        for session in self.sessions.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.close(), 5)
+        await self.sessions.close()
 
     # baseline ---------------------------------------------------------------------------
 
@@ -296,7 +287,7 @@ class Worker:
             await self._join_all([pub], 10_000)
             await self._join_all(subs, 10_001, 2)
         else:
-            relay_session = self._session(20_000)
+            relay_session = self.sessions.get(20_000)
             await self._relay_join(pub, relay_session, spec["relay_url"], "publish")
             await asyncio.gather(
                 *(self._relay_join(s, relay_session, spec["relay_url"], "subscribe") for s in subs)

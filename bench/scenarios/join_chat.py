@@ -40,6 +40,7 @@ import numpy as np
 
 from bench import stats
 from bench.client import (
+    AddressSessions,
     ApiError,
     ConnectError,
     Physician,
@@ -396,9 +397,7 @@ class Worker:
             for r in range(len(self.rooms))
             for s in range(per_room)
         ]
-        self.per_address: int = plan["per_address"]
-        self.addr_group: int = plan["addr_group"]
-        self.sessions: dict[str | None, aiohttp.ClientSession] = {}
+        self.sessions = AddressSessions(plan["addr_group"], plan["per_address"])
         self.join_ns = array("q")
         self.connect_ns = array("q")
         self.redeem_ns = array("q")
@@ -420,18 +419,6 @@ class Worker:
         self.all_sent = False
         self.drained = asyncio.Event()
         self.unsent = 0  # planned messages the schedule could not send in time
-
-    def _session(self, index: int) -> aiohttp.ClientSession:
-        """The HTTP/websocket session of the ``index``-th member (one per source address)."""
-        ip = (
-            loopback_address(self.addr_group, index // self.per_address)
-            if self.per_address > 0
-            else None
-        )
-        session = self.sessions.get(ip)
-        if session is None:
-            session = self.sessions[ip] = new_session(ip)
-        return session
 
     async def run(self) -> None:
         await self._storm()
@@ -479,9 +466,7 @@ class Worker:
         clients = [m.client for m in self.members if m.client is not None]
         if clients:
             await asyncio.wait([asyncio.create_task(c.close()) for c in clients], timeout=10)
-        for session in self.sessions.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.close(), 5)
+        await self.sessions.close()
 
     # join storm -------------------------------------------------------------------------
 
@@ -494,7 +479,7 @@ class Worker:
             delay = (self.start_ns + i * interval_ns - time.time_ns()) / NS
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self._join(member, self._session(i))))
+            tasks.append(asyncio.create_task(self._join(member, self.sessions.get(i))))
             if time.monotonic() >= next_report:
                 self.link.send("progress", self.done_joins - reported)
                 reported = self.done_joins

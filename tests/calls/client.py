@@ -6,11 +6,9 @@ server's."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
 from typing import Any
 
-import av
 from aiortc import (
     AudioStreamTrack,
     MediaStreamTrack,
@@ -18,10 +16,9 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from tests.media.peers import ColourTrack, Received, wait_for
+from tests.media.peers import ColourTrack, Received, read_frames, wait_for
 from tests.utils import Peer
 
 MEDIA_EVENTS = ("media_negotiate", "media_tracks", "media_speaker", "media_closed")
@@ -129,19 +126,7 @@ class MediaClient:
     def _on_track(self, track: MediaStreamTrack) -> None:
         received = Received(track.id, track.kind, None)
         self.received[track.id] = received
-        self._spawn(self._read(track, received))
-
-    async def _read(self, track: MediaStreamTrack, received: Received) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if received.first_frame_at is None:
-                    received.first_frame_at = time.monotonic()
-                received.frames += 1
-                if isinstance(frame, av.VideoFrame):
-                    received.sizes.add((frame.width, frame.height))
-        except MediaStreamError:
-            pass
+        self._spawn(read_frames(track, received))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -67,6 +67,20 @@ class Received:
     first_frame_at: float | None = None
 
 
+async def read_frames(track: MediaStreamTrack, received: Received) -> None:
+    """Decode ``track`` until it ends, counting frames and video sizes into ``received``."""
+    try:
+        while True:
+            frame = await track.recv()
+            if received.first_frame_at is None:
+                received.first_frame_at = time.monotonic()
+            received.frames += 1
+            if isinstance(frame, av.VideoFrame):
+                received.sizes.add((frame.width, frame.height))
+    except MediaStreamError:
+        pass
+
+
 class ClientPeer:
     """One participant's browser, played by aiortc."""
 
@@ -127,19 +141,7 @@ class ClientPeer:
         producer = self.router.producers.get(track.id)  # the msid track id is the producer id
         received = Received(track.id, track.kind, producer.participant_id if producer else None)
         self.received[track.id] = received
-        self._spawn(self._read(track, received))
-
-    async def _read(self, track: MediaStreamTrack, received: Received) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if received.first_frame_at is None:
-                    received.first_frame_at = time.monotonic()
-                received.frames += 1
-                if isinstance(frame, av.VideoFrame):
-                    received.sizes.add((frame.width, frame.height))
-        except MediaStreamError:
-            pass
+        self._spawn(read_frames(track, received))
 
     def frames_from(self, participant: str, kind: str) -> int:
         """Frames decoded from ``participant``'s track of ``kind``."""

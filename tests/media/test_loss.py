@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from media import Router, set_ice_host_addresses
+from media import Router
 
 from .peers import ClientPeer, wait_for
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    set_ice_host_addresses(["127.0.0.1"])
-    yield
-    set_ice_host_addresses(None)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ side must forward without creating a single decoder or encoder.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,7 +16,6 @@ from media import (
     NegotiationError,
     PublishNotAllowedError,
     Router,
-    set_ice_host_addresses,
 )
 
 from .peers import (
@@ -31,13 +30,6 @@ from .peers import (
 
 MIN_VIDEO_FRAMES = 20  # ~0.7 s of 30 fps
 MIN_AUDIO_FRAMES = 25  # 0.5 s of 20 ms frames
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    set_ice_host_addresses(["127.0.0.1"])
-    yield
-    set_ice_host_addresses(None)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import av
@@ -18,7 +18,7 @@ import pytest
 from aiortc import AudioStreamTrack, RTCRtpSender
 from aiortc.rtp import RtcpPsfbPacket, unpack_remb_fci
 
-from media import Router, bitrate, set_ice_host_addresses
+from media import Router, bitrate
 
 from .peers import ClientPeer, ColourTrack, wait_for
 
@@ -35,13 +35,6 @@ class ToneTrack(AudioStreamTrack):
         tone = (0.3 * 32767 * np.sin(2 * math.pi * 440 * t)).astype("<i2")
         frame.planes[0].update(tone.tobytes().ljust(frame.planes[0].buffer_size, b"\0"))
         return frame
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    set_ice_host_addresses(["127.0.0.1"])
-    yield
-    set_ice_host_addresses(None)
 
 
 @pytest.fixture
