@@ -215,21 +215,11 @@ class SpawnedServer:
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Poll ``GET /healthz`` until 200; ``RuntimeError`` if the server exits or is late."""
         assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    code = self.proc.returncode
-                    raise RuntimeError(
-                        f"server exited with {code} before it was ready:\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                    async with session.get(
-                        self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)
-                    ) as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.1)
+        if await wait_healthy(self.url, self.proc, timeout_s):
+            return
+        code = self.proc.poll()
+        if code is not None:
+            raise RuntimeError(f"server exited with {code} before it was ready:\n{self.log_tail()}")
         raise RuntimeError(f"server not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
@@ -260,3 +250,19 @@ class SpawnedServer:
             self._log.close()
             self._log = None
         shutil.rmtree(self._root, ignore_errors=True)
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Poll ``GET url/healthz`` until it answers 200 (True); False once ``proc`` has exited
+    or ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with session.get(
+                    url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)
+                ) as resp:
+                    if resp.status == 200:
+                        return True
+            await asyncio.sleep(0.1)
+    return False

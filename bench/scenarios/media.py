@@ -47,7 +47,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import numpy as np
 import psutil
 
@@ -63,7 +62,7 @@ from bench.media_worker import (
 from bench.pool import Message, WorkerPool
 from bench.scenario import Defaults, Options, RunContext, ScenarioResult
 from bench.scenarios import join_chat
-from bench.spawn import REPO_ROOT, free_port
+from bench.spawn import REPO_ROOT, free_port, wait_healthy
 
 NAME = "media"
 SUMMARY = (
@@ -169,18 +168,11 @@ class RelayProcess:
         )
 
     async def wait_ready(self) -> None:
-        deadline = time.monotonic() + RELAY_READY_TIMEOUT_S
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.proc is None or self.proc.poll() is not None:
-                    raise RuntimeError("the MediaRelay baseline process exited")
-                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                    async with session.get(
-                        self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)
-                    ) as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.1)
+        assert self.proc is not None
+        if await wait_healthy(self.url, self.proc, RELAY_READY_TIMEOUT_S):
+            return
+        if self.proc.poll() is not None:
+            raise RuntimeError("the MediaRelay baseline process exited")
         raise RuntimeError("the MediaRelay baseline process is not ready")
 
     def cpu_s(self) -> float:

@@ -18,7 +18,7 @@ from aiortc import (
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from tests.media.peers import ColourTrack, Received, read_frames, wait_for
+from tests.media.peers import ColourTrack, Received, read_frames, spawn, wait_for
 from tests.utils import Peer
 
 MEDIA_EVENTS = ("media_negotiate", "media_tracks", "media_speaker", "media_closed")
@@ -129,15 +129,7 @@ class MediaClient:
         self._spawn(read_frames(track, received))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self.errors.append(t.exception())  # type: ignore[arg-type]
-
-        task.add_done_callback(done)
+        spawn(coro, self._tasks, self.errors)
 
     async def close(self) -> None:
         for task in list(self._tasks):

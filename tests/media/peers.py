@@ -67,6 +67,20 @@ class Received:
     first_frame_at: float | None = None
 
 
+def spawn(coro: Awaitable[Any], tasks: set[asyncio.Task[Any]], errors: list[BaseException]) -> None:
+    """Run ``coro`` as a task kept in ``tasks`` until done; its exception goes to ``errors``
+    (a test then fails on it instead of the loop logging it)."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            errors.append(t.exception())  # type: ignore[arg-type]
+
+    task.add_done_callback(done)
+
+
 async def read_frames(track: MediaStreamTrack, received: Received) -> None:
     """Decode ``track`` until it ends, counting frames and video sizes into ``received``."""
     try:
@@ -127,15 +141,7 @@ class ClientPeer:
         self._spawn(self.negotiate(request))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self.errors.append(t.exception())  # type: ignore[arg-type]
-
-        task.add_done_callback(done)
+        spawn(coro, self._tasks, self.errors)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         producer = self.router.producers.get(track.id)  # the msid track id is the producer id
