@@ -30,6 +30,7 @@ from bench.client import (
 from bench.media_clip import Clip
 from bench.media_peers import MediaPeer, SignalError, as_int64
 from bench.pool import Message, WorkerLink, run_loop
+from bench.scenarios.join_chat import serve_worker
 from media import set_ice_host_addresses
 
 NS = 1_000_000_000
@@ -48,12 +49,7 @@ def worker_main(link: WorkerLink) -> None:
 
 async def _serve(link: WorkerLink) -> None:
     set_ice_host_addresses(["127.0.0.1"])
-    plan = await link.recv("plan", PLAN_TIMEOUT_S)
-    worker = Worker(link, plan)
-    try:
-        await worker.run()
-    finally:
-        await worker.close()
+    await serve_worker(link, Worker)
 
 
 class Member:

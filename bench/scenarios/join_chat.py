@@ -33,7 +33,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
@@ -353,7 +353,17 @@ def worker_main(link: WorkerLink) -> None:
     run_loop(serve_worker(link, Worker))
 
 
-async def serve_worker(link: WorkerLink, worker_class: type[Worker]) -> None:
+class WorkerLike(Protocol):
+    """What ``serve_worker`` runs: a scenario's worker built from the parent's plan."""
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def serve_worker(
+    link: WorkerLink, worker_class: Callable[[WorkerLink, dict[str, Any]], WorkerLike]
+) -> None:
     """Take the plan from the parent, then run the worker of ``worker_class`` on it."""
     plan = await link.recv("plan", PLAN_TIMEOUT_S)
     worker = worker_class(link, plan)
