@@ -5,7 +5,7 @@ any signalling that takes an offer and gives an answer (the consultd SFU over so
 or the ``MediaRelay`` baseline over HTTP). It never decodes: each receiving transceiver is
 claimed through the SFU's own bridge (``media._aiortc_bridge.DtlsBridge``), so its
 decrypted RTP goes straight to a ``RecvLog`` and aiortc's jitter buffer and decoder stay
-idle, as in ``tests/media/bench_forwarding.py``.
+idle, as in ``bench/media_forwarding.py``.
 
 Latency without a shared packet id: the SFU rewrites the RTP header (SSRC, sequence
 number, timestamp, extensions) but never the payload. The publisher's ``SendLog`` records
