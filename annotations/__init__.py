@@ -35,4 +35,5 @@ from annotations.schema import Geometry as Geometry
 from annotations.schema import Kind as Kind
 from annotations.schema import Point as Point
 from annotations.schema import Style as Style
+from annotations.schema import in_drawing_order as in_drawing_order
 from annotations.schema import validate_annotation as validate_annotation

@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from annotations.measure import IMAGER_PIXEL_SPACING, Calibration, ImageInfo, measure
-from annotations.schema import Annotation, Kind, validate_annotation
+from annotations.schema import Annotation, Kind, in_drawing_order
 
 __all__ = [
     "FILL_ALPHA",
@@ -674,12 +674,6 @@ def _draw(c: _Canvas, ann: Annotation) -> None:
 # -- API ----------------------------------------------------------------------------------
 
 
-def _typed(value: Annotation | Mapping[str, Any]) -> Annotation:
-    if isinstance(value, Annotation):
-        return value
-    return validate_annotation(value if type(value) is dict else dict(value))
-
-
 def _render(
     annotations: Iterable[Annotation | Mapping[str, Any]],
     width: int,
@@ -708,7 +702,7 @@ def _render(
     scale = default_px_per_css(w, h) if px_per_css is None else px_per_css
     if not (math.isfinite(scale) and 0 < scale <= MAX_SIDE):
         raise ValueError("px_per_css: must be a finite number > 0")
-    items = sorted((_typed(a) for a in annotations), key=lambda a: (a.created, a.id))
+    items = in_drawing_order(annotations)
     info = ImageInfo(spacing or Calibration(), pixels, slope, intercept, modality, unit)
     canvas = _Canvas(w, h, scale, info)
     for ann in items:

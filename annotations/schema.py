@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -64,6 +65,7 @@ __all__ = [
     "Kind",
     "Point",
     "Style",
+    "in_drawing_order",
     "validate_annotation",
 ]
 
@@ -414,3 +416,13 @@ def validate_annotation(value: object) -> Annotation:
                 "serialized size " + str(size) + " bytes exceeds " + str(MAX_SERIALIZED_BYTES),
             )
     return Annotation(ident, author, created, updated, kind, style, anchor, geometry)
+
+
+def in_drawing_order(annotations: Iterable[Annotation | Mapping[str, Any]]) -> list[Annotation]:
+    """The annotations validated (JSON values) and sorted oldest first, ties by id: the
+    order an overlay draws them in and a report lists them."""
+    typed = (
+        a if isinstance(a, Annotation) else validate_annotation(a if type(a) is dict else dict(a))
+        for a in annotations
+    )
+    return sorted(typed, key=lambda a: (a.created, a.id))
