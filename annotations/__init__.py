@@ -2,8 +2,9 @@
 
 ``schema`` validates one annotation's JSON value (the readable spec is ``SCHEMA.md``);
 ``measure`` turns an annotation into lengths, angles, areas and ROI statistics computed from
-the image (pixel spacing, rescaled pixel values). Both are pure. This package never imports
-``consultd``.
+the image (pixel spacing, rescaled pixel values). Both are pure. ``render`` draws them as a
+PNG overlay and ``sr`` writes them as a DICOM Structured Report (TID 1500). This package
+never imports ``consultd``.
 
 The function ``measure.measure`` is not re-exported here: the name ``annotations.measure``
 stays the module. Import it as ``from annotations.measure import measure``.

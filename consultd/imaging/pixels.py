@@ -53,6 +53,7 @@ __all__ = [
     "PixelDataError",
     "RawFrame",
     "read_frame",
+    "read_header",
     "read_info",
     "read_raw_frame",
     "to_raw_frame",
@@ -300,6 +301,11 @@ def to_raw_frame(pixels: npt.NDArray[Any], info: FrameInfo) -> RawFrame:
 
 
 # --- header ----------------------------------------------------------------------------------
+
+
+def read_header(path: str) -> Dataset:
+    """The stored instance's attributes without its pixel data (a report's evidence)."""
+    return _read_header(path).ds
 
 
 def _read_header(path: str) -> _Header:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from pydicom import Dataset
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from annotations.measure import IMAGER_PIXEL_SPACING, PIXEL_SPACING, Calibration
@@ -44,7 +45,7 @@ from consultd.imaging.blobs import BlobStore, sha256_file
 from consultd.imaging.index import Instance, RoomIndex, qido_attributes
 from consultd.imaging.ingest import Ingested, IngestPolicy, Refused, ingest_file
 from consultd.imaging.limits import ImagingLimits
-from consultd.imaging.pixels import DecodedFrame, read_frame
+from consultd.imaging.pixels import DecodedFrame, PixelDataError, read_frame, read_header
 from consultd.imaging.render import RenderParams, render, render_pixels
 from consultd.imaging.sandbox import PoolError, WorkerLimitExceeded, WorkerPool
 from consultd.rooms.notifier import Notifier
@@ -565,6 +566,19 @@ class ImagingService:
             modality=inst.pixel.get("modality"),
             background=shown,
         )
+
+    async def source_header(self, room: Room, doc_id: str) -> Dataset | None:
+        """The stored attributes, without pixel data, of the image an annotation document
+        (``<sop uid>:<frame>``) is drawn on, if the room holds it (read in a worker, as
+        every parse of an uploaded file is)."""
+        inst = (await self.index(room)).instances.get(doc_id.partition(":")[0])
+        if inst is None:
+            return None
+        try:
+            header: Dataset = await self.pool.run(read_header, str(self.path_of(inst)))
+        except (PoolError, PixelDataError):
+            raise ValidationFailed("the image's header could not be read") from None
+        return header
 
     # -- follow the presenter ------------------------------------------------------------------
 

@@ -14,7 +14,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from annotations.measure import Calibration, ImageInfo
 from annotations.render import MAX_SIDE, OverlayTooComplex, render_png
+from annotations.sr import NothingToReport, measurement_report, report_bytes
+from consultd.audit.log import AuditEvent
 from consultd.auth.accounts import User
 from consultd.errors import (
     BadRequest,
@@ -132,19 +135,26 @@ async def optional_user(request: web.Request) -> User | None:
 
 async def room_of_member(request: web.Request) -> Room:
     """The room in the path, for its host, an invited physician or a participant."""
+    room, _ = await member_of(request)
+    return room
+
+
+async def member_of(request: web.Request) -> tuple[Room, str]:
+    """``room_of_member``, and who is asking (the account, else the participant): the
+    actor of an audit event."""
     room_id = request.match_info["room_id"]
     svc = _svc(request)
     user = await optional_user(request)
     if user is not None:
         try:
-            return await svc.rooms.room_for_user(user, room_id)
+            return await svc.rooms.room_for_user(user, room_id), user.id
         except Forbidden:
             pass
     token = bearer_or_cookie(request, room_id)
     if token is None:
         raise Unauthorized("sign in or join the room first")
-    room, _ = await svc.rooms.participant_for_token(room_id, token)
-    return room
+    room, p = await svc.rooms.participant_for_token(room_id, token)
+    return room, p.id
 
 
 def bearer_or_cookie(request: web.Request, room_id: str) -> str | None:
@@ -354,6 +364,53 @@ def build_api(max_body_bytes: int) -> Api:
         )
 
     @api.route(
+        "GET",
+        R + "/annotations/{doc_id}/report.dcm",
+        summary="One image's measurements as a DICOM Structured Report "
+        "(TID 1500 Measurement Report, Comprehensive SR; annotations/sr.py)",
+        errors=(422,),
+        security=("session", "participant"),
+        tag="annotations",
+    )
+    async def annotation_report(request: web.Request) -> web.StreamResponse:
+        room, actor = await member_of(request)
+        doc_id = request.match_info["doc_id"]
+        try:
+            s.OverlayQuery.model_validate({"doc_id": doc_id})
+        except ValidationError:
+            raise BadRequest("the doc id must be an image key (<sop uid>:<frame>)") from None
+        svc = _svc(request)
+        notes = await svc.annotations.image(room, doc_id)
+        if not notes:
+            raise NotFound("no annotations on this image")
+        image = await svc.imaging.overlay_source(room, doc_id, False)
+        header = await svc.imaging.source_header(room, doc_id)
+        if image is None or header is None:
+            raise NotFound("this room does not hold the annotated image")
+        info = ImageInfo(
+            image.spacing or Calibration(), image.pixels, image.slope, image.intercept,
+            image.modality,
+        )  # fmt: skip
+        async with overlay_slots:
+            try:
+                data = await asyncio.to_thread(
+                    _report, list(notes.values()), header, info, room.id, doc_id
+                )
+            except NothingToReport as exc:
+                raise ValidationFailed(str(exc)) from None
+        svc.store.later(
+            AuditEvent(room.id, actor, "annotations.exported", doc_id, room.id, {"as": "sr"})
+        )
+        return web.Response(
+            body=data,
+            content_type="application/dicom",
+            headers={
+                "Cache-Control": "private, no-store",
+                "Content-Disposition": 'attachment; filename="measurements.dcm"',
+            },
+        )
+
+    @api.route(
         "PATCH",
         R,
         summary="Change a room's title, summary or lobby switch (host)",
@@ -546,3 +603,11 @@ def add_web_client(app: web.Application, dist: Path) -> None:
                 return web.FileResponse(f)
 
             app.router.add_get("/" + extra, fav)
+
+
+def _report(
+    notes: list[dict[str, Any]], header: Any, image: ImageInfo, room_id: str, doc_id: str
+) -> bytes:
+    frame = int(doc_id.rpartition(":")[2])
+    report = measurement_report(notes, header, image, room_id=room_id, doc_id=doc_id, frame=frame)
+    return report_bytes(report)
