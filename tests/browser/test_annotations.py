@@ -242,6 +242,8 @@ async def test_line_is_shared_and_undone(pair: Pair) -> None:
     await expect(items_b.first).to_contain_text("256.0 px")
     await expect(items_b.first).to_contain_text("128.0 mm")
     await expect(items_b.first).to_contain_text("by Dr A")
+    # The demo phantom is not one of the room's images: no DICOM SR of it.
+    await expect(b.get_by_test_id("export-sr")).to_be_hidden()
     await a.screenshot(path=SCREENSHOT, full_page=True)
 
     # B cannot undo A's stroke; A's undo removes it everywhere, and redo brings it back.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -254,6 +255,28 @@ async def test_series_is_shared_followed_and_measured(pair: Pair, ct_files: list
     await expect(_items(b)).to_have_count(0, timeout=WAIT_MS)
     await a.keyboard.press("ArrowUp")
     await expect(_items(b)).to_have_count(2, timeout=WAIT_MS)
+
+    # B, a guest, downloads the measurements as a DICOM SR: the viewer's values, read back
+    # by highdicom as a TID 1500 report on this slice.
+    export = b.get_by_test_id("export-sr")
+    await expect(export).to_be_visible()
+    async with b.expect_download(timeout=WAIT_MS) as download_info:
+        await export.click()
+    download = await download_info.value
+    assert download.suggested_filename.endswith(".dcm")
+    sr = hd.sr.ComprehensiveSR.from_dataset(pydicom.dcmread(await download.path()))
+    (length,) = sr.content.get_image_measurement_groups()
+    (region,) = sr.content.get_planar_roi_measurement_groups()
+    by_kind = {shared[k]["kind"]: k for k in shared}
+    assert length.tracking_identifier == by_kind["line"]
+    assert region.tracking_identifier == by_kind["rectangle"]
+    (m,) = length.get_measurements()
+    assert m.value == pytest.approx(got[by_kind["line"]]["length"], rel=1e-9)
+    region_values = {x.name.meaning: x.value for x in region.get_measurements()}
+    assert region_values["Mean"] == pytest.approx(got[by_kind["rectangle"]]["stats"]["mean"])
+    ref = region.roi.ContentSequence[0].ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == theirs["sop_uid"]
+    await expect(b.get_by_test_id("export-note")).to_have_text("")  # no error shown
 
 
 async def test_lab_image_is_shown_as_is(pair: Pair, tmp_path: Path) -> None:  # noqa: F811

@@ -12,7 +12,7 @@
  * Escape cancels the shape being drawn or clears the selection, Enter finishes a polyline.
  */
 import * as Y from 'yjs';
-import { h } from '../dom';
+import { clearStatus, h } from '../dom';
 import { bindText, onLanguageChanged, t, type MsgKey } from '../i18n';
 import { ServerEvent, type JoinedPayload } from '../net/protocol';
 import type { RoomSocket } from '../net/socket';
@@ -75,6 +75,8 @@ export class AnnotationPanel {
   private readonly calibrationNote: HTMLElement;
   private readonly imageNote: HTMLElement;
   private readonly observerNote: HTMLElement;
+  private readonly exportBtn: HTMLButtonElement;
+  private readonly exportNote: HTMLElement;
   /** The image the layer is on (its key is the document's). */
   private image: SceneImage;
   private tool: ToolKind = 'line';
@@ -86,6 +88,8 @@ export class AnnotationPanel {
   constructor(
     socket: RoomSocket,
     private readonly scene: Scene = new PhantomScene(),
+    /** Where the room's exports are fetched (none in a room without a server). */
+    private readonly exports?: { roomId: string; token: () => string | null },
   ) {
     this.image = scene.image();
     this.doc = new AnnotationDoc(socket, this.image.key);
@@ -160,6 +164,8 @@ export class AnnotationPanel {
     this.calibrationShort = h('p', { class: 'hint annotation-cal-short', testid: 'annotation-calibration-short' });
     this.calibrationNote = h('p', { class: 'hint', testid: 'annotation-calibration' });
     this.imageNote = h('p', { class: 'hint', testid: 'annotation-phantom' });
+    this.exportBtn = action('export-sr', 'annotations.export_sr', 'annotations.export_sr_title', () => void this.exportReport());
+    this.exportNote = h('p', { class: 'hint', testid: 'export-note', attrs: { 'aria-live': 'polite' } });
     const around = scene.around;
 
     this.el = h(
@@ -185,6 +191,8 @@ export class AnnotationPanel {
           this.calibrationShort,
           this.list.empty,
           this.list.el,
+          this.exportBtn,
+          this.exportNote,
         ),
       ),
     );
@@ -322,6 +330,8 @@ export class AnnotationPanel {
       this.image = img;
       this.showCalibration();
       this.list.schedule();
+      clearStatus(this.exportNote);
+      this.applyRights();
     }
     this.canvas.schedule();
   }
@@ -443,5 +453,36 @@ export class AnnotationPanel {
     if (sel?.kind === 'freehand') this.closedToggle.checked = sel.geometry.closed === true;
     this.readOnlyNote.hidden = !sel || editable || !this.canDraw;
     this.observerNote.hidden = this.canDraw || this.selfId === null;
+    // A report needs the image itself: not the demo phantom, which the server does not hold.
+    this.exportBtn.hidden = !this.exports || this.image.demo || this.editor.items().length === 0;
+  }
+
+  /** The server writes the report (annotations/sr.py); the browser only saves the file. */
+  private async exportReport(): Promise<void> {
+    if (!this.exports) return;
+    const key = this.image.key;
+    const { roomId, token } = this.exports;
+    const bearer = token();
+    clearStatus(this.exportNote);
+    this.exportBtn.disabled = true;
+    try {
+      const r = await fetch(`/api/rooms/${encodeURIComponent(roomId)}/annotations/${encodeURIComponent(key)}/report.dcm`, {
+        headers: bearer ? { Authorization: `Bearer ${bearer}` } : {},
+      });
+      if (!r.ok) {
+        bindText(this.exportNote, r.status === 422 ? 'annotations.export_none' : 'annotations.export_failed');
+        return;
+      }
+      const url = URL.createObjectURL(await r.blob());
+      const a = h('a', { attrs: { href: url, download: `measurements-${key.replace(/[^A-Za-z0-9.-]/g, '_')}.dcm` } });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch {
+      bindText(this.exportNote, 'annotations.export_failed');
+    } finally {
+      this.exportBtn.disabled = false;
+    }
   }
 }

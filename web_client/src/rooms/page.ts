@@ -315,7 +315,9 @@ class RoomPage {
     );
     // The viewer is the scene the annotations are drawn on (the demo image until a series is open).
     const imaging = this.socket ? new ImagingPanel(this.socket, this.roomId, () => loadToken(this.roomId)) : null;
-    const annotations = this.socket ? new AnnotationPanel(this.socket, imaging?.viewer) : null;
+    const annotations = this.socket
+      ? new AnnotationPanel(this.socket, imaging?.viewer, { roomId: this.roomId, token: () => loadToken(this.roomId) })
+      : null;
     // The call sits above the images: faces first, then what is discussed.
     const media = this.socket ? new MediaPanel(this.socket) : null;
     if (media) root.appendChild(media.el);
