@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -272,6 +273,9 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
     wait = ws.wait
     receive = self.receive
     Packet = eio_packet.Packet
+    MESSAGE = eio_packet.MESSAGE
+    server = self.server
+    on_message = server.handlers.get("message") if not server.async_handlers else None
     while True:
         try:
             data = await wait()
@@ -280,7 +284,18 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
         if data is None:
             break
         try:
-            await receive(Packet(encoded_packet=data))
+            pkt = Packet(encoded_packet=data)
+            if pkt.packet_type == MESSAGE and on_message is not None:
+                # What ``receive`` -> ``_trigger_event("message")`` does, without the log
+                # call, the coroutine check and the closure they cost per message.
+                try:
+                    await on_message(self.sid, pkt.data)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    server.logger.exception("message async handler error")
+                continue
+            await receive(pkt)
         except eio_exceptions.SocketIsClosedError:
             break
         except Exception:  # a packet Engine.IO does not know: drop it, keep the client
@@ -366,6 +381,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
     ) -> None:
         self._max_queued = max_queued
         self._on_overflow = on_overflow
+        self._coroutine_handlers: dict[Any, bool] = {}
         super().__init__(*args, **kwargs)
 
     def _engineio_server_class(self) -> Any:
@@ -389,6 +405,24 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
             after_ack.reset(after)
             for job in pending:
                 await job()
+
+    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+        # socket.io's resolution of the handler, without ``inspect.iscoroutinefunction``
+        # on every event: whether a handler is a coroutine function is asked once.
+        if event in self.reserved_events:
+            return await super()._trigger_event(event, namespace, *args)
+        handler, args = self._get_event_handler(event, namespace, args)
+        if handler is None:
+            return await super()._trigger_event(event, namespace, *args)
+        is_async = self._coroutine_handlers.get(handler)
+        if is_async is None:
+            is_async = self._coroutine_handlers[handler] = inspect.iscoroutinefunction(handler)
+        if not is_async:
+            return handler(*args)
+        try:
+            return await handler(*args)
+        except asyncio.CancelledError:
+            return None
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:

@@ -156,3 +156,51 @@ async def test_a_pong_in_time_keeps_the_peer() -> None:
     await sock.receive(packet.Packet(packet.PONG))
     await asyncio.sleep(0.025)  # past the first PING's deadline, before the next one's
     assert not transport.aborted
+
+
+def test_the_message_and_event_fast_paths_copy_what_they_skip() -> None:
+    """The read loop calls the "message" handler itself and ``_trigger_event`` resolves
+    handlers without ``inspect``: the originals must still do only that."""
+    source = inspect.getsource(AsyncSocket.receive)
+    assert "elif pkt.packet_type == packet.MESSAGE:" in source
+    assert "self.server._trigger_event(" in source and "'message', self.sid, pkt.data," in source
+    trigger = inspect.getsource(engineio.AsyncServer._trigger_event)
+    assert "return await self.handlers[event](*args)" in trigger
+    assert "self.logger.exception(event + ' async handler error')" in trigger
+    sio_trigger = inspect.getsource(socketio.AsyncServer._trigger_event)
+    assert "handler, args = self._get_event_handler(event, namespace, args)" in sio_trigger
+    assert "ret = await handler(*args)" in sio_trigger
+    assert "disconnect" in socketio.AsyncServer.reserved_events
+    assert "connect" in socketio.AsyncServer.reserved_events
+
+
+async def test_events_reach_sync_and_async_handlers_once_each() -> None:
+    from consultd.transport._engineio_bridge import AsyncServer
+
+    sio = AsyncServer(async_mode="aiohttp")
+    got: list[tuple[str, tuple[object, ...]]] = []
+
+    async def on_async(sid: str, payload: object) -> str:
+        got.append(("async", (sid, payload)))
+        return "a"
+
+    def on_sync(sid: str, payload: object) -> str:
+        got.append(("sync", (sid, payload)))
+        return "s"
+
+    async def on_any(event: str, sid: str, *args: object) -> str:
+        got.append(("any", (event, sid, *args)))
+        return "*"
+
+    sio.on("a", on_async)
+    sio.on("s", on_sync)
+    sio.on("*", on_any)
+    for _ in range(2):  # the second time from the cache
+        assert await sio._trigger_event("a", "/", "sid1", 1) == "a"
+        assert await sio._trigger_event("s", "/", "sid1", 2) == "s"
+        assert await sio._trigger_event("zz", "/", "sid1", 3) == "*"
+    assert got == [
+        ("async", ("sid1", 1)),
+        ("sync", ("sid1", 2)),
+        ("any", ("zz", "sid1", 3)),
+    ] * 2
