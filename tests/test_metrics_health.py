@@ -41,3 +41,18 @@ async def test_healthz_metrics_and_security_headers(server: ServerProcess) -> No
                 assert r.status == 400 and (await r.json())["error"]["code"] == "bad_request"
             async with dr.session.post("/api/rooms", json={"title": "x" * 100_000}) as r:
                 assert r.status == 413
+
+
+def test_event_histogram_counts_each_value_in_its_le_bucket() -> None:
+    from prometheus_client import generate_latest
+
+    from consultd.metrics import Metrics
+
+    m = Metrics()
+    for seconds in (0.0005, 0.0006, 0.1, 3.0):  # a value on a bound counts in that bucket
+        m.observe("y", seconds)
+    text = generate_latest(m.registry).decode()
+    for le, n in (("0.0005", 1), ("0.001", 2), ("0.05", 2), ("0.1", 3), ("2.5", 3), ("+Inf", 4)):
+        assert f'consultd_event_latency_seconds_bucket{{event="y",le="{le}"}} {n}.0' in text
+    assert 'consultd_event_latency_seconds_count{event="y"} 4.0' in text
+    assert 'consultd_events_total{event="y"} 4.0' in text
