@@ -93,9 +93,11 @@ TICK_S = 0.016
 IMMEDIATE_PER_TICK = 2
 #: Pointers: after one sent at once, the rest of the tick's wait, newest per client. A
 #: write to a socket costs more than anything else per delivery (loopback: 20-30 us),
-#: and 30 pointer frames a second look smooth; a room of 50 moving pointers at 10 Hz
-#: then costs 30 x 50 writes a second, not 500 x 49.
-POINTER_TICK_S = 0.033
+#: and a browser sends its own pointer at most every 50 ms (``POINTER_INTERVAL_MS`` in
+#: web_client/src/annotations/presence.ts): a room of 50 moving pointers at 10 Hz then
+#: costs 20 x 50 writes a second, not 500 x 49. (A 33 ms tick sent a third more pointer
+#: frames for no newer state, which under load is what tips the loop over.)
+POINTER_TICK_S = 0.05
 #: Awareness client ids one participant may use in a room (tabs, images).
 MAX_CLIENTS_PER_PARTICIPANT = 16
 #: Quiet time after which an image's full state is encoded ahead of the next late joiner.
