@@ -97,9 +97,11 @@ def test_media_spawn_end_to_end(tmp_path: Path) -> None:
     out_json = tmp_path / "out.json"
     run = _bench(
         "media", "--spawn", "--rooms", "1", "--publishers", "1", "--participants", "2",
-        "--duration", "2", "--baseline-seconds", "1", "--clip-seconds", "1",
+        # 3 s of baseline: the SFU's 1 -> 4 is ~2 % of a core, and process CPU times come
+        # in 10 ms ticks; a 1 s window read 0 on a busy machine (no ratio then).
+        "--duration", "2", "--baseline-seconds", "3", "--clip-seconds", "1",
         "--json", str(out_json), "--quiet",
-        timeout=80,
+        timeout=100,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert "added forwarding latency" in run.stdout
@@ -120,7 +122,7 @@ def test_media_spawn_end_to_end(tmp_path: Path) -> None:
         "cost_ratio_vs_transcode",
         "generator_cpu_s",
     ):
-        assert extra[key] > 0, key
+        assert extra[key] is not None and extra[key] > 0, (key, extra)
     assert extra["baseline_1_to_4"]["relay"]["streams"] == 8
 
 
