@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from annotations.document import AnnotationDocument
-from bench.scenarios.annotations import STROKE_UPDATES, Drawer
+from annotations.sync import (
+    AwarenessEntry,
+    awareness_message,
+    awareness_update,
+    parse_awareness,
+    parse_message,
+)
+from bench.scenarios.annotations import STROKE_UPDATES, Drawer, _pointer_stamps
 from tests.bench.test_bench_cli import REPORT_KEYS, _bench
 
 
@@ -39,6 +46,18 @@ def test_pointer_is_one_awareness_update_with_a_json_state() -> None:
     state = json.loads(entry.state)
     assert state["user"] == {"name": "w0r1p2", "color": pen.color}
     assert set(state["pointer"]) == {"x", "y"} and state["t"] == pen.last_t
+
+
+def test_pointer_stamps_read_what_json_would() -> None:
+    """The generator's shortcut against a full decode, on what the server relays: several
+    clients' newest states merged into one update, a departed client (null) among them."""
+    drawers = [Drawer(f"w0r1s{i}", random.Random(i)) for i in range(3)]
+    entries = [parse_awareness(parse_message(d.pointer()).payload)[0] for d in drawers]
+    entries.append(AwarenessEntry(99, 5, b"null"))
+    merged = awareness_message(awareness_update(entries))
+    by_json = [(e.client, json.loads(e.state)["t"]) for e in entries if not e.removed]
+    assert _pointer_stamps(merged) == by_json
+    assert len(by_json) == 3 and all(t > 0 for _, t in by_json)
 
 
 def test_help_lists_annotations_options() -> None:
