@@ -78,6 +78,8 @@ class SyncMessage:
 
 def read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
     """lib0 ``readVarUint`` (PROTOCOL.md, "Encoding"): the value and the next position."""
+    if pos < len(data) and data[pos] < 0x80:
+        return data[pos], pos + 1  # one byte: message types, counts, most lengths
     value = 0
     shift = 0
     end = min(len(data), pos + MAX_VAR_UINT_BYTES)
