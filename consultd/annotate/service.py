@@ -168,7 +168,7 @@ class _Pacer:
     """When a room's messages of one kind go out: at once while quiet, else at the end of
     the tick (module docstring)."""
 
-    __slots__ = ("burst", "flush", "sent", "tick_s", "timer", "window")
+    __slots__ = ("burst", "flush", "queued", "sent", "tick_s", "timer", "window")
 
     def __init__(self, tick_s: float, burst: int, flush: Callable[[], None]) -> None:
         self.tick_s = tick_s
@@ -176,11 +176,13 @@ class _Pacer:
         self.flush = flush
         self.window = -tick_s
         self.sent = 0
+        self.queued = 0  # messages that waited for the tick now pending
         self.timer: asyncio.TimerHandle | None = None
 
     def now(self) -> bool:
         """Whether a message may go out at once; else the caller queues it."""
         if self.timer is not None:
+            self.queued += 1
             return False
         loop = asyncio.get_running_loop()
         t = loop.time()
@@ -189,15 +191,20 @@ class _Pacer:
         if self.sent < self.burst:
             self.sent += 1
             return True
+        self.queued = 1
         self.timer = loop.call_at(self.window + self.tick_s, self._fire)
         return False
 
     def _fire(self) -> None:
         self.timer = None
         self.flush()
-        # What arrives in the next tick coalesces too; a quiet tick reopens immediate sends.
+        # A tick that held more than a burst means the room is busy: what arrives in the
+        # next tick coalesces too. One that held less (a chance burst in a room at about
+        # one message per tick) reopens immediate sends: else such a room would never
+        # leave coalescing and every message would wait for a tick's end.
         self.window = asyncio.get_running_loop().time()
-        self.sent = self.burst
+        self.sent = self.burst if self.queued > self.burst else 0
+        self.queued = 0
 
     def close(self) -> None:
         if self.timer is not None:

@@ -82,3 +82,36 @@ async def test_pointers_coalesce_to_each_clients_newest_state() -> None:
         AwarenessEntry(c, 10, b'{"x":10}') for c in (1, 2, 3)
     ]
     box.close()
+
+
+async def test_a_chance_burst_does_not_keep_a_steady_room_coalescing() -> None:
+    """A room at about one update per tick: a chance burst of three makes the third wait
+    for the tick; the updates after it go out at once again. (Before: the room stayed in
+    coalescing for as long as every tick had an update, each waiting up to a tick.)"""
+    rec = Recorder()
+    box = _Outbox(rec, "r1")  # type: ignore[arg-type]
+    _, updates = _stroke_updates(3 + 8)
+    for u in updates[:3]:
+        box.update("img", u, "alice")
+    assert len(rec.sent) == IMMEDIATE_PER_TICK
+    await asyncio.sleep(TICK_S * 1.5)
+    assert len(rec.sent) == 3, "the third went out at the tick's end"
+    for u in updates[3:]:
+        before = len(rec.sent)
+        box.update("img", u, "alice")
+        assert len(rec.sent) == before + 1, "steady again: sent at once"
+        await asyncio.sleep(TICK_S * 1.1)
+    box.close()
+
+
+async def test_a_busy_room_keeps_coalescing_tick_after_tick() -> None:
+    rec = Recorder()
+    box = _Outbox(rec, "r1")  # type: ignore[arg-type]
+    _, updates = _stroke_updates(4 * 6)
+    for tick in range(4):
+        for u in updates[tick * 6 : tick * 6 + 6]:
+            box.update("img", u, "alice")
+        await asyncio.sleep(TICK_S * 1.2)
+    # The first tick: two at once, the rest merged; later ticks: all merged, one each.
+    assert len(rec.sent) == IMMEDIATE_PER_TICK + 4
+    box.close()
