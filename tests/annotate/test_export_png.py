@@ -3,6 +3,7 @@ size from the query, JSON errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -12,7 +13,7 @@ from pycrdt import Doc, Map
 from annotations.render import MAX_SIDE
 from annotations.sync import sync_step1, update_message
 from consultd.transport.http import build_api
-from tests.utils import Peer, ServerProcess, closing, connect, http, redeem, register
+from tests.utils import Peer, Physician, ServerProcess, closing, connect, http, redeem, register
 
 UID = "1.2.840.99.1"
 DOC = UID + ":1"
@@ -32,15 +33,16 @@ def red_line(author: str) -> dict[str, Any]:
 
 
 class Drawer:
-    """A participant's Y.Doc, as in test_annotation_sync.py: it only sends."""
+    """A participant's Y.Doc on image ``doc``, as in test_annotation_sync.py: it only sends."""
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, doc: str = DOC) -> None:
         self.peer = peer
+        self.image = doc
         self.doc: Doc[Any] = Doc()
         self.map: Map[Any] = self.doc.get("annotations", type=Map)
 
     async def send(self, data: bytes) -> dict[str, Any]:
-        return await self.peer.sio.call("y", {"doc": DOC, "data": data}, timeout=5)
+        return await self.peer.sio.call("y", {"doc": self.image, "data": data}, timeout=5)
 
     async def draw(self, key: str, value: dict[str, Any] | None) -> None:
         sv = self.doc.get_state()
@@ -51,6 +53,21 @@ class Drawer:
                 self.map[key] = value
         ack = await self.send(update_message(self.doc.get_update(sv)))
         assert ack.get("ok"), ack
+
+
+async def upload_ct(dr: Physician, room_id: str, token: str, tmp_path: Path) -> dict[str, Any]:
+    """One 64 x 80 CT slice (0.7 mm pixels) shared into the room; the server's answer."""
+    from tests.imaging import dicomgen
+
+    [path] = dicomgen.write_series(dicomgen.ct_series(1, rows=64, cols=80), tmp_path)
+    async with dr.session.post(
+        f"/api/rooms/{room_id}/imaging/files",
+        data=path.read_bytes(),
+        headers={"Authorization": f"Bearer {token}"},
+    ) as r:
+        stored: dict[str, Any] = await r.json()
+        assert r.status == 200, stored
+    return stored
 
 
 def overlay(room_id: str, doc: str = DOC, query: str = "?width=100&height=50") -> str:
@@ -161,30 +178,15 @@ def test_the_overlay_is_in_the_openapi_document() -> None:
 
 async def test_overlay_on_an_image_the_room_holds(server: ServerProcess, tmp_path: Any) -> None:
     """The image's own size and calibration; drawn over the image when asked."""
-    from tests.imaging import dicomgen
-
     dr = await register(server.url)
     room = await dr.create_room(lobby=False)
     adm = await dr.join(room["id"])
-    [path] = dicomgen.write_series(dicomgen.ct_series(1, rows=64, cols=80), tmp_path)
-    async with dr.session.post(
-        f"/api/rooms/{room['id']}/imaging/files",
-        data=path.read_bytes(),
-        headers={"Authorization": f"Bearer {adm['token']}"},
-    ) as r:
-        stored = await r.json()
-        assert r.status == 200, stored
+    stored = await upload_ct(dr, room["id"], adm["token"], tmp_path)
     doc = f"{stored['sop_uid']}:1"
     host = await connect(server.url, room["id"], adm["token"])
     await host.wait("joined")
     async with closing(host):
-        drawer = Drawer(host)
-        drawer_doc = doc
-
-        async def send(data: bytes) -> dict[str, Any]:
-            return await host.sio.call("y", {"doc": drawer_doc, "data": data}, timeout=5)
-
-        drawer.send = send  # type: ignore[method-assign]
+        drawer = Drawer(host, doc)
         assert (await drawer.send(sync_step1(drawer.doc.get_state())))["ok"]
         line = red_line(adm["participant_id"])
         uids = {"study_uid": stored["study_uid"], "series_uid": stored["series_uid"]}

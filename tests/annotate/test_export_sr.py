@@ -16,7 +16,7 @@ import pydicom
 
 from annotations.sync import sync_step1
 from consultd.transport.http import build_api
-from tests.annotate.test_export_png import Drawer, red_line
+from tests.annotate.test_export_png import Drawer, red_line, upload_ct
 from tests.imaging import dicomgen
 from tests.utils import ServerProcess, closing, connect, http, register
 
@@ -31,24 +31,12 @@ async def test_report_of_measurements_on_an_uploaded_ct(
     dr = await register(server.url)
     room = await dr.create_room(lobby=False)
     adm = await dr.join(room["id"])
-    [path] = dicomgen.write_series(dicomgen.ct_series(1, rows=64, cols=80), tmp_path)
-    async with dr.session.post(
-        f"/api/rooms/{room['id']}/imaging/files",
-        data=path.read_bytes(),
-        headers={"Authorization": f"Bearer {adm['token']}"},
-    ) as r:
-        stored = await r.json()
-        assert r.status == 200, stored
+    stored = await upload_ct(dr, room["id"], adm["token"], tmp_path)
     doc = f"{stored['sop_uid']}:1"
     host = await connect(server.url, room["id"], adm["token"])
     await host.wait("joined")
     async with closing(host):
-        drawer = Drawer(host)
-
-        async def send(data: bytes) -> dict[str, Any]:
-            return await host.sio.call("y", {"doc": doc, "data": data}, timeout=5)
-
-        drawer.send = send  # type: ignore[method-assign]
+        drawer = Drawer(host, doc)
         assert (await drawer.send(sync_step1(drawer.doc.get_state())))["ok"]
         anchor = {
             "study_uid": stored["study_uid"],
