@@ -3,6 +3,9 @@ size from the query, JSON errors."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +58,49 @@ class Drawer:
         assert ack.get("ok"), ack
 
 
-async def upload_ct(dr: Physician, room_id: str, token: str, tmp_path: Path) -> dict[str, Any]:
-    """One 64 x 80 CT slice (0.7 mm pixels) shared into the room; the server's answer."""
+@dataclass
+class CtRoom:
+    """A room holding one 64 x 80 CT slice (0.7 mm pixels), its host drawing on it."""
+
+    dr: Physician
+    room: dict[str, Any]
+    admission: dict[str, Any]
+    stored: dict[str, Any]  # the server's answer to the upload
+    doc: str  # the slice's image key
+    drawer: Drawer
+
+    def anchor(self) -> dict[str, Any]:
+        s = self.stored
+        return {
+            "study_uid": s["study_uid"],
+            "series_uid": s["series_uid"],
+            "instance_uid": s["sop_uid"],
+            "frame": 1.0,
+        }
+
+
+@asynccontextmanager
+async def ct_room(server: ServerProcess, tmp_path: Path) -> AsyncIterator[CtRoom]:
     from tests.imaging import dicomgen
 
+    dr = await register(server.url)
+    room = await dr.create_room(lobby=False)
+    adm = await dr.join(room["id"])
     [path] = dicomgen.write_series(dicomgen.ct_series(1, rows=64, cols=80), tmp_path)
     async with dr.session.post(
-        f"/api/rooms/{room_id}/imaging/files",
+        f"/api/rooms/{room['id']}/imaging/files",
         data=path.read_bytes(),
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {adm['token']}"},
     ) as r:
-        stored: dict[str, Any] = await r.json()
+        stored = await r.json()
         assert r.status == 200, stored
-    return stored
+    doc = f"{stored['sop_uid']}:1"
+    host = await connect(server.url, room["id"], adm["token"])
+    await host.wait("joined")
+    async with closing(host):
+        drawer = Drawer(host, doc)
+        assert (await drawer.send(sync_step1(drawer.doc.get_state())))["ok"]
+        yield CtRoom(dr, room, adm, stored, doc, drawer)
 
 
 def overlay(room_id: str, doc: str = DOC, query: str = "?width=100&height=50") -> str:
@@ -178,20 +211,11 @@ def test_the_overlay_is_in_the_openapi_document() -> None:
 
 async def test_overlay_on_an_image_the_room_holds(server: ServerProcess, tmp_path: Any) -> None:
     """The image's own size and calibration; drawn over the image when asked."""
-    dr = await register(server.url)
-    room = await dr.create_room(lobby=False)
-    adm = await dr.join(room["id"])
-    stored = await upload_ct(dr, room["id"], adm["token"], tmp_path)
-    doc = f"{stored['sop_uid']}:1"
-    host = await connect(server.url, room["id"], adm["token"])
-    await host.wait("joined")
-    async with closing(host):
-        drawer = Drawer(host, doc)
-        assert (await drawer.send(sync_step1(drawer.doc.get_state())))["ok"]
-        line = red_line(adm["participant_id"])
-        uids = {"study_uid": stored["study_uid"], "series_uid": stored["series_uid"]}
-        line["anchor"] = {**uids, "instance_uid": stored["sop_uid"], "frame": 1.0}
-        await drawer.draw("l1", line)
+    async with ct_room(server, tmp_path) as ct:
+        dr, room, doc = ct.dr, ct.room, ct.doc
+        line = red_line(ct.admission["participant_id"])
+        line["anchor"] = ct.anchor()
+        await ct.drawer.draw("l1", line)
 
         async with dr.session.get(overlay(room["id"], doc, "")) as r:
             assert r.status == 200, await r.text()

@@ -14,11 +14,10 @@ from typing import Any
 import highdicom as hd
 import pydicom
 
-from annotations.sync import sync_step1
 from consultd.transport.http import build_api
-from tests.annotate.test_export_png import Drawer, red_line, upload_ct
+from tests.annotate.test_export_png import ct_room, red_line
 from tests.imaging import dicomgen
-from tests.utils import ServerProcess, closing, connect, http, register
+from tests.utils import ServerProcess, http, register
 
 
 def report(room_id: str, doc: str) -> str:
@@ -28,22 +27,10 @@ def report(room_id: str, doc: str) -> str:
 async def test_report_of_measurements_on_an_uploaded_ct(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    dr = await register(server.url)
-    room = await dr.create_room(lobby=False)
-    adm = await dr.join(room["id"])
-    stored = await upload_ct(dr, room["id"], adm["token"], tmp_path)
-    doc = f"{stored['sop_uid']}:1"
-    host = await connect(server.url, room["id"], adm["token"])
-    await host.wait("joined")
-    async with closing(host):
-        drawer = Drawer(host, doc)
-        assert (await drawer.send(sync_step1(drawer.doc.get_state())))["ok"]
-        anchor = {
-            "study_uid": stored["study_uid"],
-            "series_uid": stored["series_uid"],
-            "instance_uid": stored["sop_uid"],
-            "frame": 1.0,
-        }
+    async with ct_room(server, tmp_path) as ct:
+        dr, room, doc, drawer = ct.dr, ct.room, ct.doc, ct.drawer
+        adm, stored = ct.admission, ct.stored
+        anchor = ct.anchor()
         # No measurement yet: a text label only.
         label = {**red_line(adm["participant_id"]), "id": "t1", "kind": "text", "anchor": anchor}
         label["geometry"] = {"points": [[5.0, 5.0]], "text": "see here"}
