@@ -187,21 +187,10 @@ class Consumer:
 
     def forward(self, data: bytes, header: RtpHeader, abs_send_time: bytes | None) -> None:
         """Rewrite a copy of one producer packet for this receiver and send it."""
-        b1 = self._table[header.b1]
-        if b1 < 0:
+        buf = self._rewritten(data, header, abs_send_time)
+        if buf is None:
             self.dropped += 1
             return
-        buf = bytearray(data)
-        _pack_into(
-            buf,
-            1,
-            b1,
-            (header.seq + self._seq_off) & 0xFFFF,
-            (header.timestamp + self._ts_off) & 0xFFFFFFFF,
-            self._ssrc,
-        )
-        if header.ext_form:
-            self._ext.rewrite(buf, header, abs_send_time)
         self._last = header
         if self._send(buf):
             self.packets_sent += 1
@@ -211,9 +200,17 @@ class Consumer:
 
     def _resend(self, data: bytes, header: RtpHeader, abs_send_time: bytes) -> bool:
         # As ``forward``, for a cached packet: no change to counters or the last header.
+        buf = self._rewritten(data, header, abs_send_time)
+        return buf is not None and self._send(buf)
+
+    def _rewritten(
+        self, data: bytes, header: RtpHeader, abs_send_time: bytes | None
+    ) -> bytearray | None:
+        """A copy of the producer's packet with this consumer's header; None when the
+        receiver negotiated no codec for its payload type."""
         b1 = self._table[header.b1]
         if b1 < 0:
-            return False
+            return None
         buf = bytearray(data)
         _pack_into(
             buf,
@@ -225,7 +222,7 @@ class Consumer:
         )
         if header.ext_form:
             self._ext.rewrite(buf, header, abs_send_time)
-        return self._send(buf)
+        return buf
 
     # RTCP from the receiver (via the bridge's FeedbackSink) ------------------------------
 
