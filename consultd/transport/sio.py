@@ -202,7 +202,7 @@ class Gateway:
         async def on_event(sid: str, *args: Any) -> dict[str, Any] | None:
             return await self._dispatch(event, sid, args)
 
-        self.sio.on(event, on_event)
+        self.sio.on_direct(event, on_event)
 
     async def _dispatch(self, event: str, sid: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
         t0 = time.perf_counter()

@@ -40,7 +40,10 @@ def test_private_names_still_exist() -> None:
         assert name in inspect.getsource(AsyncSocket.__init__) or name in inspect.getsource(
             engineio.base_socket.BaseSocket.__init__
         )
-    for method in ("get_participants", "eio_sid_from_sid"):
+    # on_direct: the pending binary packets, the ack send, the connection check.
+    assert "self._binary_packet = {}" in inspect.getsource(socketio.base_server.BaseServer.__init__)
+    assert hasattr(socketio.AsyncServer, "_send_packet")
+    for method in ("get_participants", "eio_sid_from_sid", "sid_from_eio_sid", "is_connected"):
         params = list(inspect.signature(getattr(socketio.AsyncManager, method)).parameters)
         assert params[0] == "self" and len(params) == 3, method
 
