@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Final, NamedTuple
 
 from pycrdt import YMessageType, YSyncMessageType, write_var_uint
 
@@ -68,9 +67,10 @@ _SYNC_KINDS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SyncMessage:
-    """One parsed message: its kind and the payload of its ``varUint8Array``."""
+class SyncMessage(NamedTuple):
+    """One parsed message: its kind and the payload of its ``varUint8Array``. (Tuples:
+    one of each per pointer message, and a frozen dataclass costs a ``__setattr__`` per
+    field.)"""
 
     kind: MessageKind
     payload: bytes
@@ -163,8 +163,7 @@ def awareness_message(awareness_update: bytes) -> bytes:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class AwarenessEntry:
+class AwarenessEntry(NamedTuple):
     """One client's state in an awareness update: ``state`` is its JSON text as UTF-8
     (``b"null"``: the client is gone)."""
 
@@ -195,8 +194,9 @@ def parse_awareness(update: bytes, *, max_entries: int = 16) -> list[AwarenessEn
             raise SyncError("awareness state larger than " + str(MAX_AWARENESS_STATE_BYTES))
         if state != b"null":
             try:
-                value = json.loads(state)
-            except ValueError:
+                # Decoded first: ``json.loads`` of bytes sniffs their encoding on each call.
+                value = json.loads(state.decode())
+            except ValueError:  # UnicodeDecodeError included
                 raise SyncError("awareness state is not JSON") from None
             if type(value) is not dict:
                 raise SyncError("awareness state is not a JSON object or null")
