@@ -14,6 +14,12 @@ but that sender; the pointers on one image as one awareness update holding each 
 newest state, sent to everyone (a client ignores its own state). Every member then gets a
 frame per image and sender per tick, not one per message.
 
+Audit: an update that only goes on with its author's edit of the same annotations (the
+next points of a stroke, a handle being dragged) within ``AUDIT_BURST_S`` of the last is
+part of the change already audited, not a new one; a burst is audited again after
+``AUDIT_BURST_MAX_S``. Adds and deletes are always audited. (The update log keeps every
+update with its author until compaction.)
+
 Awareness (pointers, the image being looked at): the server keeps each client's newest
 state per image while its participant is connected, sends them to a peer that syncs, and
 tells the room the client is gone when its participant disconnects. A client id belongs to
@@ -106,6 +112,10 @@ PREPARE_AFTER_S = 1.0
 #: write in flight, is unloaded (its log has it all); checked every ``SWEEP_EVERY_S``.
 DOC_IDLE_S = 300.0
 SWEEP_EVERY_S = 60.0
+#: Audit bursts (module docstring): the longest pause within one change, and its longest
+#: duration before it is audited again.
+AUDIT_BURST_S = 2.0
+AUDIT_BURST_MAX_S = 60.0
 
 
 class _Entry:
@@ -265,6 +275,16 @@ class _Outbox:
         self.pointers.close()
 
 
+class _Burst:
+    """One participant's audited change of some annotations on one image, going on."""
+
+    __slots__ = ("ids", "last", "started")
+
+    def __init__(self, ids: frozenset[str], at: float) -> None:
+        self.ids = ids
+        self.started = self.last = at
+
+
 class RoomAnnotations:
     """A room's annotation documents (a ``RoomComponent``)."""
 
@@ -277,6 +297,39 @@ class RoomAnnotations:
         self.client_owner: dict[int, str] = {}
         self.clients_of: dict[str, set[int]] = {}
         self.sweep: asyncio.TimerHandle | None = None
+        #: (participant, image) -> the change last audited (module docstring).
+        self.bursts: dict[tuple[str, str], _Burst] = {}
+
+    def audit(self, doc_id: str, p: Participant, applied: Applied) -> tuple[AuditEvent, ...]:
+        """The audit event for an applied update, unless it goes on with the change its
+        author made last (module docstring): ids only, never content."""
+        if not applied:
+            return ()
+        at = asyncio.get_running_loop().time()
+        key = (p.id, doc_id)
+        burst = self.bursts.get(key)
+        if (
+            burst is not None
+            and not applied.added
+            and not applied.deleted
+            and at - burst.last < AUDIT_BURST_S
+            and at - burst.started < AUDIT_BURST_MAX_S
+            and burst.ids.issuperset(applied.updated)
+        ):
+            burst.last = at
+            return ()
+        if applied.deleted:
+            self.bursts.pop(key, None)
+        else:
+            self.bursts[key] = _Burst(frozenset(applied.added + applied.updated), at)
+        detail = {
+            "added": list(applied.added),
+            "updated": list(applied.updated),
+            "deleted": list(applied.deleted),
+        }
+        return (
+            AuditEvent(self.room_id, p.id, "annotations.changed", doc_id, self.room_id, detail),
+        )
 
     def watch(self) -> None:
         """Start the sweep of idle images, if it is not running."""
@@ -313,6 +366,8 @@ class RoomAnnotations:
         """Tell the room that the participant's pointers are gone (y-protocols' removal:
         the next clock with a ``null`` state)."""
         clients = self.clients_of.pop(participant_id, set())
+        for key in [k for k in self.bursts if k[0] == participant_id]:
+            del self.bursts[key]
         for client in clients:
             del self.client_owner[client]
         for doc_id, entry in self.docs.items():
@@ -405,9 +460,7 @@ class AnnotationService:
         }
         entry.pending += 1
         try:
-            await self.store.later(
-                Insert(annotation_updates, row), *self._audit(room, doc_id, p, applied)
-            )
+            await self.store.later(Insert(annotation_updates, row), *comp.audit(doc_id, p, applied))
         except Exception:
             # The document holds an update the log does not: reload it from the log.
             self._forget(room, doc_id)
@@ -420,18 +473,6 @@ class AnnotationService:
             entry.compacted_upto = seq
             self.store.later(self._compact_job(room, doc_id, seq, entry.doc.snapshot()))
         comp.outbox.update(doc_id, msg.payload, p.id)
-
-    @staticmethod
-    def _audit(room: Room, doc_id: str, p: Participant, applied: Applied) -> tuple[AuditEvent, ...]:
-        """Which annotations an update changed, by whom: ids only, never their content."""
-        if not applied:
-            return ()
-        detail = {
-            "added": list(applied.added),
-            "updated": list(applied.updated),
-            "deleted": list(applied.deleted),
-        }
-        return (AuditEvent(room.id, p.id, "annotations.changed", doc_id, room.id, detail),)
 
     def _compact_job(
         self, room: Room, doc_id: str, upto: int, snapshot: bytes
