@@ -16,6 +16,7 @@ from consultd.config import Settings
 from consultd.imaging.dicomweb import IMAGING
 from consultd.imaging.dicomweb import add_routes as add_dicomweb_routes
 from consultd.imaging.service import ImagingService
+from consultd.loopload import LoopLoad
 from consultd.metrics import Metrics
 from consultd.rooms.registry import RoomRegistry
 from consultd.rooms.service import RoomService, load_or_create_secret
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         client_max_size=settings.max_message_bytes,
     )
     metrics = Metrics()
+    load = LoopLoad()
     sio = create_server(
         settings.max_message_bytes, settings.max_queued_packets, metrics.slow_clients.inc
     )
@@ -88,7 +90,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         ),
         chat=ChatService(store, gateway),
         annotations=AnnotationService(
-            store, gateway, compact_every=settings.annotation_compact_every
+            store, gateway, compact_every=settings.annotation_compact_every, load=load
         ),
         imaging=ImagingService(
             store,
@@ -99,6 +101,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         ),
         calls=CallService(store, gateway, media_config),
         metrics=metrics,
+        load=load,
         sockets_open=gateway.open_sockets,
     )
     app[SERVICES] = services
@@ -123,6 +126,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
         services.chat.start()
         services.calls.start()
         tune_gc()
+        load.start()
         log.info(
             "consultd ready on %s:%s (store: %s)",
             settings.host,
@@ -133,6 +137,7 @@ def create_app(settings: Settings, *, web_dist: Path = WEB_DIST) -> web.Applicat
     async def on_shutdown(app: web.Application) -> None:
         # Clients are told first; acknowledged chat is already on disk, queued chat is
         # written before the store closes.
+        load.close()
         await gateway.shutdown()
         await services.calls.close()  # every peer connection and its UDP ports
         await services.chat.close()

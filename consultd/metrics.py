@@ -92,6 +92,11 @@ class Metrics:
         self.errors = Counter(
             "consultd_event_errors", "socket.io events refused", ["code"], registry=self.registry
         )
+        self.loop_busy = Gauge(
+            "consultd_event_loop_busy",
+            "Share of wall time the event loop's thread ran, smoothed over about 1 s",
+            registry=self.registry,
+        )
         self.slow_clients = Counter(
             "consultd_slow_client_disconnects",
             "Clients disconnected for falling too far behind",
@@ -111,6 +116,7 @@ class Metrics:
     def refresh(self, services: Services) -> None:
         self.connected.set(services.sockets_open())
         self.rooms.set(len(services.registry.loaded()))
+        self.loop_busy.set(services.load.busy)
         now = int(time.monotonic())
         recent = sum(c for s, c in self._window if now - 10 <= s < now)
         self.event_rate.set(recent / 10)

@@ -13,6 +13,7 @@ from consultd.calls.service import CallService
 from consultd.chat.service import ChatService
 from consultd.config import Settings
 from consultd.imaging.service import ImagingService
+from consultd.loopload import LoopLoad
 from consultd.metrics import Metrics
 from consultd.rooms.registry import RoomRegistry
 from consultd.rooms.service import RoomService
@@ -31,6 +32,7 @@ class Services:
     imaging: ImagingService
     calls: CallService
     metrics: Metrics
+    load: LoopLoad
     sockets_open: Callable[[], int]
 
 

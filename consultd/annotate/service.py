@@ -52,6 +52,7 @@ from annotations.sync import (
 from consultd.audit.log import AuditEvent
 from consultd.errors import AnnotationRefused, Forbidden, Unavailable, ValidationFailed
 from consultd.ids import now
+from consultd.loopload import LoopLoad
 from consultd.rooms.notifier import Notifier
 from consultd.rooms.policy import Action, authorize
 from consultd.rooms.room import Participant, Role, Room
@@ -102,7 +103,8 @@ IMMEDIATE_PER_TICK = 2
 #: and a browser sends its own pointer at most every 50 ms (``POINTER_INTERVAL_MS`` in
 #: web_client/src/annotations/presence.ts): a room of 50 moving pointers at 10 Hz then
 #: costs 20 x 50 writes a second, not 500 x 49. (A 33 ms tick sent a third more pointer
-#: frames for no newer state, which under load is what tips the loop over.)
+#: frames for no newer state, which under load is what tips the loop over.) Times
+#: ``LoopLoad.stretch``: up to three times longer while the event loop is near a full core.
 POINTER_TICK_S = 0.05
 #: Awareness client ids one participant may use in a room (tabs, images).
 MAX_CLIENTS_PER_PARTICIPANT = 16
@@ -225,11 +227,12 @@ class _Pacer:
 class _Outbox:
     """A room's pending fan-out (module docstring)."""
 
-    __slots__ = ("awareness", "notifier", "pointers", "room_id", "updates", "writes")
+    __slots__ = ("awareness", "load", "notifier", "pointers", "room_id", "updates", "writes")
 
-    def __init__(self, notifier: Notifier, room_id: str) -> None:
+    def __init__(self, notifier: Notifier, room_id: str, load: LoopLoad | None = None) -> None:
         self.notifier = notifier
         self.room_id = room_id
+        self.load = load or LoopLoad()
         self.updates: dict[tuple[str, str], list[bytes]] = {}  # (image, sender) -> updates
         self.awareness: dict[str, dict[int, AwarenessEntry]] = {}
         self.writes = _Pacer(TICK_S, IMMEDIATE_PER_TICK, self._flush_updates)
@@ -245,6 +248,7 @@ class _Outbox:
             self.updates.setdefault((doc_id, sender), []).append(update)
 
     def awareness_entries(self, doc_id: str, entries: list[AwarenessEntry], sender: str) -> None:
+        self.pointers.tick_s = POINTER_TICK_S * self.load.stretch
         if self.pointers.now():
             data = awareness_message(awareness_update(entries))
             self.notifier.broadcast(
@@ -288,11 +292,11 @@ class _Burst:
 class RoomAnnotations:
     """A room's annotation documents (a ``RoomComponent``)."""
 
-    def __init__(self, notifier: Notifier, room_id: str) -> None:
+    def __init__(self, notifier: Notifier, room_id: str, load: LoopLoad | None = None) -> None:
         self.room_id = room_id
         self.docs: dict[str, _Entry] = {}
         self.loading: dict[str, asyncio.Lock] = {}
-        self.outbox = _Outbox(notifier, room_id)
+        self.outbox = _Outbox(notifier, room_id, load)
         #: Awareness client id -> the participant using it; and the reverse.
         self.client_owner: dict[int, str] = {}
         self.clients_of: dict[str, set[int]] = {}
@@ -389,9 +393,18 @@ class RoomAnnotations:
 
 
 class AnnotationService:
-    def __init__(self, store: Store, notifier: Notifier, *, compact_every: int = 500) -> None:
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        *,
+        compact_every: int = 500,
+        load: LoopLoad | None = None,
+    ) -> None:
         self.store = store
         self.notifier = notifier
+        #: The event loop's load: pointers wait longer when it is busy (``POINTER_TICK_S``).
+        self.load = load or LoopLoad()
         #: Updates appended to a document's log before it is compacted into one row.
         self.compact_every = compact_every
 
@@ -518,7 +531,7 @@ class AnnotationService:
     def _component(self, room: Room) -> RoomAnnotations:
         comp = room.components.get(COMPONENT)
         if comp is None:
-            comp = room.components[COMPONENT] = RoomAnnotations(self.notifier, room.id)
+            comp = room.components[COMPONENT] = RoomAnnotations(self.notifier, room.id, self.load)
         assert isinstance(comp, RoomAnnotations)
         return comp
 

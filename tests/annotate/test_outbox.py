@@ -14,6 +14,7 @@ from annotations.sync import (
     parse_message,
 )
 from consultd.annotate.service import IMMEDIATE_PER_TICK, POINTER_TICK_S, TICK_S, _Outbox
+from consultd.loopload import MAX_STRETCH, LoopLoad
 
 
 class Recorder:
@@ -114,4 +115,25 @@ async def test_a_busy_room_keeps_coalescing_tick_after_tick() -> None:
         await asyncio.sleep(TICK_S * 1.2)
     # The first tick: two at once, the rest merged; later ticks: all merged, one each.
     assert len(rec.sent) == IMMEDIATE_PER_TICK + 4
+    box.close()
+
+
+async def test_pointers_wait_longer_while_the_event_loop_is_busy() -> None:
+    """Updates keep their tick; pointers (newest state wins) stretch theirs with the load."""
+    rec = Recorder()
+    load = LoopLoad()
+    box = _Outbox(rec, "r1", load)  # type: ignore[arg-type]
+    pointer = [AwarenessEntry(7, 1, b'{"pointer":{"x":1,"y":2}}')]
+    box.awareness_entries("img", pointer, "alice")
+    assert box.pointers.tick_s == POINTER_TICK_S
+    load.busy = 0.99
+    box.awareness_entries("img", pointer, "alice")  # waits for the tick: it is stretched
+    assert box.pointers.tick_s == POINTER_TICK_S * MAX_STRETCH
+    await asyncio.sleep(POINTER_TICK_S * 1.5)
+    assert len(rec.sent) == 1, "a calm tick would have flushed by now"
+    await asyncio.sleep(POINTER_TICK_S * MAX_STRETCH)
+    assert len(rec.sent) == 2
+    _, updates = _stroke_updates(1)
+    box.update("img", updates[0], "alice")
+    assert len(rec.sent) == 3, "an update in a quiet room still goes at once"
     box.close()
