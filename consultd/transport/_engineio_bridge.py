@@ -25,8 +25,9 @@ fails loudly if an upgrade moves any of them.
 - ``_cork``: ``emit_to``'s direct writes are held until the end of the event loop's
   turn and a client's frames of that turn go out in one ``write`` (a send to a loopback
   socket costs 20-40 us, most of a small message's delivery; under load one turn handles
-  many events, several of them for the same members). A ``_send`` to a client with
-  frames held joins them, so its frames keep their order.
+  many events, several of them for the same members). ``_send`` (an ack, a ping) is held
+  the same way: a client that sent an update gets its ack and the others' updates of
+  that turn in one write, and its frames keep their order.
 - ``AsyncSocket.schedule_ping``: a timer per client instead of a task sleeping until the
   next ping (memory per idle connection); a second timer, ``ping_timeout`` after each
   PING, aborts the connection when no PONG came back.
@@ -145,11 +146,7 @@ async def _send(self: AsyncSocket, pkt: Any) -> None:
         return
     transport = _direct_transport(self)
     if transport is not None:
-        held = _corked.get(transport)
-        if held is not None:  # behind this turn's held frames (module doc)
-            held.append(_frame(pkt))
-        else:
-            transport.write(_frame(pkt))
+        _cork(transport, _frame(pkt))  # with this turn's other frames (module doc)
         return
     await self.queue.put(pkt)
 

@@ -64,7 +64,10 @@ async def test_a_send_joins_the_frames_held_before_it() -> None:
     await asyncio.sleep(0)
     assert a.written == [_event_frame(sio, "y", {"n": 1}) + b"\x82\x01\x01"]
     await sock.send(packet.Packet(packet.MESSAGE, data=b"\x02"))
-    assert a.written[-1] == b"\x82\x01\x02", "nothing held: written at once"
+    await sock.send(packet.Packet(packet.MESSAGE, data=b"\x03"))
+    assert len(a.written) == 1, "acks are held to the turn's end as well"
+    await asyncio.sleep(0)
+    assert a.written[-1] == b"\x82\x01\x02\x82\x01\x03", "one write, in order"
 
 
 async def test_a_transport_closed_meanwhile_gets_nothing() -> None:
