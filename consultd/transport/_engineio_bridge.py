@@ -178,9 +178,9 @@ def _uncork() -> None:
 def emit_to(sio: socketio.AsyncServer, eio_sids: Iterable[str], event: str, data: Any) -> None:
     """Send ``event`` to the clients ``eio_sids`` (module doc); ordering per client is
     kept, as in ``_send``."""
-    pkt = sio.packet_class(sio_packet.EVENT, namespace="/", data=[event, data])
-    eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
+    encoded = sio.packet_class(sio_packet.EVENT, namespace="/", data=[event, data]).encode()
     frame: bytes | None = None
+    queued: eio_packet.Packet | None = None
     sockets = sio.eio.sockets
     for eio_sid in eio_sids:
         sock = sockets.get(eio_sid)
@@ -189,10 +189,17 @@ def emit_to(sio: socketio.AsyncServer, eio_sids: Iterable[str], event: str, data
         transport = _direct_transport(sock)
         if transport is not None:
             if frame is None:
-                frame = _frame(eio_pkt)
+                # msgpack: the socket.io packet is a binary frame's whole payload.
+                frame = (
+                    _frame_header(0x2, len(encoded)) + encoded
+                    if type(encoded) is bytes
+                    else _frame(eio_packet.Packet(eio_packet.MESSAGE, encoded))
+                )
             _cork(transport, frame)
         else:
-            sock.queue.put_nowait(eio_pkt)
+            if queued is None:
+                queued = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+            sock.queue.put_nowait(queued)
 
 
 def _schedule_ping(self: AsyncSocket) -> None:
@@ -286,18 +293,23 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
         if data is None:
             break
         try:
-            pkt = Packet(encoded_packet=data)
-            if pkt.packet_type == MESSAGE and on_message is not None:
+            # A binary frame is a whole MESSAGE packet (Engine.IO v4): no packet object.
+            message = data if type(data) is bytes else None
+            if message is None:
+                pkt = Packet(encoded_packet=data)
+                if pkt.packet_type == MESSAGE:
+                    message = pkt.data
+            if message is not None and on_message is not None:
                 # What ``receive`` -> ``_trigger_event("message")`` does, without the log
                 # call, the coroutine check and the closure they cost per message.
                 try:
-                    await on_message(self.sid, pkt.data)
+                    await on_message(self.sid, message)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     server.logger.exception("message async handler error")
                 continue
-            await receive(pkt)
+            await receive(pkt if message is None else Packet(MESSAGE, data=message))
         except eio_exceptions.SocketIsClosedError:
             break
         except Exception:  # a packet Engine.IO does not know: drop it, keep the client
