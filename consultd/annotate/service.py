@@ -475,8 +475,10 @@ class AnnotationService:
         try:
             await self.store.later(Insert(annotation_updates, row), *comp.audit(doc_id, p, applied))
         except Exception:
-            # The document holds an update the log does not: reload it from the log.
+            # The document holds an update the log does not: reload it from the log. Its
+            # audit event is lost with it, so the retry must not count as the same change.
             self._forget(room, doc_id)
+            comp.bursts.pop((p.id, doc_id), None)
             raise Unavailable("the annotation could not be stored; sync again") from None
         finally:
             entry.pending -= 1

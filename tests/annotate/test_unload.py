@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pycrdt import Doc, Map
 
 from annotations.sync import MessageKind, parse_message, sync_step1, update_message
@@ -91,3 +93,66 @@ async def test_idle_images_unload_and_reload_from_the_log(
         await room.close_components()
         await store.close()
         await db.close()
+
+
+async def test_an_update_whose_commit_failed_is_audited_when_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit event of an update that was not stored is lost with it: the client's
+    retry must be audited, not taken for the rest of the same change."""
+    monkeypatch.setattr(annotate, "AUDIT_BURST_S", 0.3)
+    db = Database(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    await db.migrate()
+    store = Store(db)
+    async with store.tx() as conn:
+        await conn.execute(
+            users.insert(),
+            {"id": "u1", "email": "u@example.org", "name": "U", "password_hash": "x",
+             "specialty": "s", "country": "FR", "languages": [], "created_at": 0.0},
+        )  # fmt: skip
+        await conn.execute(
+            rooms.insert(),
+            {"id": "r1", "title": "t", "summary": "", "lobby": False, "status": "open",
+             "host_user_id": "u1", "created_by": "u1", "created_at": 0.0},
+        )  # fmt: skip
+    svc = AnnotationService(store, Inbox())  # type: ignore[arg-type]
+    room = Room("r1", "t", "", False, RoomStatus.OPEN, "u1", 0.0)
+    p = Participant("p1", "r1", "P", Role.PARTICIPANT, State.JOINED)
+    room.participants[p.id] = p
+    try:
+        doc: Doc[Any] = Doc()
+        amap: Map[Any] = doc.get("annotations", type=Map)
+        amap["n1"] = _note("n1", "p1")
+        await svc.message(p, room, "img:1", update_message(doc.get_update()))
+        await asyncio.sleep(0.4)  # a new change of n1 starts
+        sv = doc.get_state()
+        amap["n1"] = {**_note("n1", "p1"), "updated": 2.0}
+        moved = update_message(doc.get_update(sv))
+        later = store.later
+
+        def fail(*work: Any) -> Any:
+            monkeypatch.setattr(store, "later", later)
+            raise OSError("disk full")
+
+        monkeypatch.setattr(store, "later", fail)
+        with pytest.raises(annotate.Unavailable):
+            await svc.message(p, room, "img:1", moved)
+        await svc.message(p, room, "img:1", moved)  # the client syncs again and resends
+    finally:
+        await room.close_components()
+        await store.close()
+    async with db.read() as conn:
+        details = (
+            (
+                await conn.execute(
+                    sa.text("select detail from audit_events where action = 'annotations.changed'")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    await db.close()
+    assert [json.loads(d) for d in details] == [
+        {"added": ["n1"], "updated": [], "deleted": []},
+        {"added": [], "updated": ["n1"], "deleted": []},
+    ]
