@@ -71,6 +71,21 @@ after_ack: contextvars.ContextVar[list[Callable[[], Any]] | None] = contextvars.
 )
 
 
+async def _with_ack_rules(ack: bool, event: Awaitable[None]) -> None:
+    """Run ``event`` (a handler and the sending of its ack) with ``ack_requested`` set, and
+    then the ``after_ack`` jobs it queued (module doc)."""
+    token = ack_requested.set(ack)
+    pending: list[Callable[[], Any]] = []
+    after = after_ack.set(pending)
+    try:
+        await event
+    finally:
+        ack_requested.reset(token)
+        after_ack.reset(after)
+        for job in pending:
+            await job()
+
+
 async def _poll(self: AsyncSocket) -> list[Any]:
     """``AsyncSocket.poll`` with ``asyncio.timeout`` instead of ``wait_for``."""
     queue = self.queue
@@ -117,11 +132,16 @@ def _frame_header(opcode: int, n: int) -> bytes:
 
 def _frame(pkt: Any) -> bytes:
     """The websocket frame carrying Engine.IO packet ``pkt``."""
-    data = pkt.encode()
-    if isinstance(data, str):
-        payload, opcode = data.encode(), 0x1
+    return _frame_of(pkt.encode())
+
+
+def _frame_of(encoded: str | bytes) -> bytes:
+    """The websocket frame of an encoded Engine.IO packet: text, or binary (a MESSAGE
+    whose payload is the whole frame, as every msgpack socket.io packet)."""
+    if isinstance(encoded, str):
+        payload, opcode = encoded.encode(), 0x1
     else:
-        payload, opcode = data, 0x2
+        payload, opcode = encoded, 0x2
     return _frame_header(opcode, len(payload)) + payload
 
 
@@ -189,9 +209,8 @@ def emit_to(sio: socketio.AsyncServer, eio_sids: Iterable[str], event: str, data
         transport = _direct_transport(sock)
         if transport is not None:
             if frame is None:
-                # msgpack: the socket.io packet is a binary frame's whole payload.
                 frame = (
-                    _frame_header(0x2, len(encoded)) + encoded
+                    _frame_of(encoded)  # msgpack: the whole frame is the MESSAGE
                     if type(encoded) is bytes
                     else _frame(eio_packet.Packet(eio_packet.MESSAGE, encoded))
                 )
@@ -415,43 +434,39 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: int | None
     ) -> None:
-        token = ack_requested.set(id is not None)
-        pending: list[Callable[[], Any]] = []
-        after = after_ack.set(pending)
-        try:
-            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
-        finally:
-            ack_requested.reset(token)
-            after_ack.reset(after)
-            for job in pending:
-                await job()
+        await _with_ack_rules(
+            id is not None,
+            super()._handle_event_internal(server, sid, eio_sid, data, namespace, id),
+        )
 
     async def _handle_direct(
         self, eio_sid: str, handler: Callable[..., Awaitable[Any]], args: list[Any], id: Any
     ) -> None:
         """What ``_handle_event`` and ``_handle_event_internal`` do for an event of
-        ``on_direct``: the connection check, the handler, the ack, then ``after_ack``."""
+        ``on_direct``: the connection check, then the handler and its ack."""
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")
-        if sid is None or not self.manager.is_connected(sid, "/"):
-            return
-        token = ack_requested.set(id is not None)
-        pending: list[Callable[[], Any]] = []
-        after = after_ack.set(pending)
+        if sid is not None and self.manager.is_connected(sid, "/"):
+            await _with_ack_rules(
+                id is not None, self._direct_event(eio_sid, sid, handler, args, id)
+            )
+
+    async def _direct_event(
+        self,
+        eio_sid: str,
+        sid: str,
+        handler: Callable[..., Awaitable[Any]],
+        args: list[Any],
+        id: Any,
+    ) -> None:
         try:
-            try:
-                reply = await handler(sid, *args[1:])
-            except asyncio.CancelledError:
-                reply = None  # as ``_trigger_event``: an empty ack
-            if id is not None:
-                ack = self.packet_class(
-                    sio_packet.ACK, namespace="/", id=id, data=[] if reply is None else [reply]
-                )
-                await self._send_packet(eio_sid, ack)
-        finally:
-            ack_requested.reset(token)
-            after_ack.reset(after)
-            for job in pending:
-                await job()
+            reply = await handler(sid, *args[1:])
+        except asyncio.CancelledError:
+            reply = None  # as ``_trigger_event``: an empty ack
+        if id is not None:
+            ack = self.packet_class(
+                sio_packet.ACK, namespace="/", id=id, data=[] if reply is None else [reply]
+            )
+            await self._send_packet(eio_sid, ack)
 
     async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
         # socket.io's resolution of the handler, without ``inspect.iscoroutinefunction``
