@@ -377,12 +377,14 @@ class NoDeflateWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         return self._sock
 
     async def wait(self) -> str | bytes:
-        # engineio decodes text frames with int(frame[0]) and lets the ValueError escape
-        # its read loop; a frame that is not Engine.IO closes the connection cleanly instead.
-        data = await super().wait()
-        if isinstance(data, str) and (not data or data[0] not in "0123456"):
-            raise OSError("not an Engine.IO packet")
-        return data  # type: ignore[no-any-return]
+        # engineio's ``wait``, without a coroutine of its own per frame (the read loop
+        # calls this once per message). engineio decodes text frames with int(frame[0])
+        # and lets the ValueError escape its read loop; a frame that is not Engine.IO
+        # closes the connection cleanly instead, as a close or an error does.
+        data = (await self._sock.receive()).data
+        if isinstance(data, bytes) or (isinstance(data, str) and data and data[0] in "0123456"):
+            return data
+        raise OSError("not an Engine.IO packet")
 
 
 class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
