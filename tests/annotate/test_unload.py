@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,12 @@ def _note(ident: str, author: str) -> dict[str, Any]:
     }
 
 
-async def test_idle_images_unload_and_reload_from_the_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(annotate, "DOC_IDLE_S", 0.05)
-    monkeypatch.setattr(annotate, "SWEEP_EVERY_S", 0.05)
+@contextlib.asynccontextmanager
+async def _service(
+    tmp_path: Path, inbox: Inbox
+) -> AsyncIterator[tuple[Database, Store, AnnotationService, Room, Participant]]:
+    """A store with one user and room ``r1``, the service on it, and participant ``p1``
+    joined; the room's components and the store are closed on the way out."""
     db = Database(f"sqlite:///{tmp_path / 'a.sqlite3'}")
     await db.migrate()
     store = Store(db)
@@ -65,12 +68,25 @@ async def test_idle_images_unload_and_reload_from_the_log(
             {"id": "r1", "title": "t", "summary": "", "lobby": False, "status": "open",
              "host_user_id": "u1", "created_by": "u1", "created_at": 0.0},
         )  # fmt: skip
-    inbox = Inbox()
     svc = AnnotationService(store, inbox)  # type: ignore[arg-type]
     room = Room("r1", "t", "", False, RoomStatus.OPEN, "u1", 0.0)
     p = Participant("p1", "r1", "P", Role.PARTICIPANT, State.JOINED)
     room.participants[p.id] = p
     try:
+        yield db, store, svc, room, p
+    finally:
+        await room.close_components()
+        await store.close()
+        await db.close()
+
+
+async def test_idle_images_unload_and_reload_from_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(annotate, "DOC_IDLE_S", 0.05)
+    monkeypatch.setattr(annotate, "SWEEP_EVERY_S", 0.05)
+    inbox = Inbox()
+    async with _service(tmp_path, inbox) as (_, _, svc, room, p):
         doc: Doc[Any] = Doc()
         amap: Map[Any] = doc.get("annotations", type=Map)
         amap["n1"] = _note("n1", "p1")
@@ -89,10 +105,6 @@ async def test_idle_images_unload_and_reload_from_the_log(
         fmap: Map[Any] = fresh.get("annotations", type=Map)
         fresh.apply_update(step2.payload)
         assert fmap.to_py() == {"n1": _note("n1", "p1")}
-    finally:
-        await room.close_components()
-        await store.close()
-        await db.close()
 
 
 async def test_an_update_whose_commit_failed_is_audited_when_sent_again(
@@ -101,25 +113,7 @@ async def test_an_update_whose_commit_failed_is_audited_when_sent_again(
     """The audit event of an update that was not stored is lost with it: the client's
     retry must be audited, not taken for the rest of the same change."""
     monkeypatch.setattr(annotate, "AUDIT_BURST_S", 0.3)
-    db = Database(f"sqlite:///{tmp_path / 'a.sqlite3'}")
-    await db.migrate()
-    store = Store(db)
-    async with store.tx() as conn:
-        await conn.execute(
-            users.insert(),
-            {"id": "u1", "email": "u@example.org", "name": "U", "password_hash": "x",
-             "specialty": "s", "country": "FR", "languages": [], "created_at": 0.0},
-        )  # fmt: skip
-        await conn.execute(
-            rooms.insert(),
-            {"id": "r1", "title": "t", "summary": "", "lobby": False, "status": "open",
-             "host_user_id": "u1", "created_by": "u1", "created_at": 0.0},
-        )  # fmt: skip
-    svc = AnnotationService(store, Inbox())  # type: ignore[arg-type]
-    room = Room("r1", "t", "", False, RoomStatus.OPEN, "u1", 0.0)
-    p = Participant("p1", "r1", "P", Role.PARTICIPANT, State.JOINED)
-    room.participants[p.id] = p
-    try:
+    async with _service(tmp_path, Inbox()) as (db, store, svc, room, p):
         doc: Doc[Any] = Doc()
         amap: Map[Any] = doc.get("annotations", type=Map)
         amap["n1"] = _note("n1", "p1")
@@ -138,20 +132,11 @@ async def test_an_update_whose_commit_failed_is_audited_when_sent_again(
         with pytest.raises(annotate.Unavailable):
             await svc.message(p, room, "img:1", moved)
         await svc.message(p, room, "img:1", moved)  # the client syncs again and resends
-    finally:
-        await room.close_components()
-        await store.close()
-    async with db.read() as conn:
-        details = (
-            (
-                await conn.execute(
-                    sa.text("select detail from audit_events where action = 'annotations.changed'")
-                )
+        async with db.read() as conn:
+            result = await conn.execute(
+                sa.text("select detail from audit_events where action = 'annotations.changed'")
             )
-            .scalars()
-            .all()
-        )
-    await db.close()
+            details = result.scalars().all()
     assert [json.loads(d) for d in details] == [
         {"added": ["n1"], "updated": [], "deleted": []},
         {"added": [], "updated": ["n1"], "deleted": []},
