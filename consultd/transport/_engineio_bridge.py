@@ -504,6 +504,9 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                     if handler is not None:
                         await self._handle_direct(eio_sid, handler, args, pkt.id)
                         return
+            # Anything else (connect, disconnect, acks, unknown events: a few per
+            # connection) is decoded once more by socket.io's own dispatch, rather than
+            # copying that dispatch here.
             await super()._handle_eio_message(eio_sid, data)
         except MalformedPacket:
             # Undecodable bytes: tell the client, drop the packet, keep the connection.
