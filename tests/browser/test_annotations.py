@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgpack  # type: ignore[import-untyped, unused-ignore]
 import numpy as np
 import pytest
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Browser, Locator, Page, WebSocket, expect
 
 from annotations.measure import Calibration, ImageInfo, measure
 from annotations.schema import validate_annotation
@@ -65,10 +66,25 @@ async def _room_with_code(server: Any) -> tuple[str, str]:
     return room["id"], code["code"]
 
 
-async def _guest(browser: Browser, server: Any, room_id: str, code: str, name: str) -> Page:
+async def _guest(
+    browser: Browser,
+    server: Any,
+    room_id: str,
+    code: str,
+    name: str,
+    sent: list[bytes] | None = None,
+) -> Page:
+    """A guest's page, joined and synced; ``sent`` collects the binary websocket frames it
+    sends (socket.io packets, msgpack)."""
     context = await browser.new_context(locale="en-US", viewport={"width": 1200, "height": 1100})
     await context.add_init_script("window.__consultdTestHooks = true")
     page = await context.new_page()
+    if sent is not None:
+
+        def on_socket(ws: WebSocket) -> None:
+            ws.on("framesent", lambda frame: sent.append(frame) if type(frame) is bytes else None)
+
+        page.on("websocket", on_socket)
     await page.goto(f"{server.url}/r/{room_id}")
     await _redeem(page, code, name)
     # Generous: on CI's 2 cores the socket may connect after a busy test's tail.
@@ -86,17 +102,20 @@ class Pair:
     a: Page
     b: Page
     errors: list[str] = field(default_factory=list)
+    #: The socket.io packets A's page sent.
+    a_sent: list[bytes] = field(default_factory=list)
 
 
 @pytest.fixture
 async def pair(server: Any, browser: Browser) -> AsyncIterator[Pair]:
     """Dr A and Dr B, two participants (not the host) in one room."""
     room_id, code = await _room_with_code(server)
+    a_sent: list[bytes] = []
     a, b = await asyncio.gather(
-        _guest(browser, server, room_id, code, "Dr A"),
+        _guest(browser, server, room_id, code, "Dr A", a_sent),
         _guest(browser, server, room_id, code, "Dr B"),
     )
-    p = Pair(a, b)
+    p = Pair(a, b, a_sent=a_sent)
     for page in (a, b):
         page.on("pageerror", lambda e: p.errors.append(str(e)))
     yield p
@@ -367,6 +386,15 @@ async def test_pointer_is_shared(pair: Pair) -> None:
     )
     color = (await pointer.json_value())["color"]
     assert re.fullmatch(r"#[0-9a-f]{6}", color)
+    # Pointers go without an ack (docs/protocol.md), updates and sync with one.
+    y_events = [
+        packet
+        for packet in map(msgpack.unpackb, pair.a_sent)
+        if packet.get("type") == 2 and packet["data"][0] == "y"
+    ]
+    awareness = [e for e in y_events if e["data"][1]["data"][0] == 1]
+    assert awareness and all("id" not in e for e in awareness)
+    assert all("id" in e for e in y_events if e["data"][1]["data"][0] == 0)
 
     x, y = await _at(a, (120, 330))
     await a.mouse.move(x, y, steps=5)

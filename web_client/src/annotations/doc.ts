@@ -113,13 +113,13 @@ export class AnnotationDoc {
     this.awarenessListener = cb;
   }
 
-  /** Send one awareness update (best effort: a lost one is renewed or superseded). */
+  /** Send one awareness update, without an ack (best effort: a lost one is renewed or
+   * superseded, and a pointer moving at 20 Hz would cost the server an ack frame each). */
   sendAwareness(update: Uint8Array): void {
-    if (!this.socket.connected) return;
     const enc = encoding.createEncoder();
     encoding.writeVarUint(enc, MESSAGE_AWARENESS);
     encoding.writeVarUint8Array(enc, update);
-    this.socket.send(ClientEvent.y, { doc: this.key, data: wire(encoding.toUint8Array(enc)) }).catch(() => undefined);
+    this.socket.post(ClientEvent.y, { doc: this.key, data: wire(encoding.toUint8Array(enc)) });
   }
 
   /**

@@ -118,6 +118,16 @@ export class RoomSocket {
     return () => this.statusListeners.delete(cb);
   }
 
+  /**
+   * Emit a client event without an ack: for messages that are superseded soon anyway
+   * (pointers). The server then reports a failure as an `error` event naming the event;
+   * an ack is one more frame per message for the server to write.
+   */
+  post<E extends keyof ClientToServerEvents>(event: E, payload: Parameters<ClientToServerEvents[E]>[0]): void {
+    if (!this.socket.connected) return;
+    (this.socket.emit as (ev: string, p: unknown) => void)(event, payload);
+  }
+
   /** Emit a client event and wait for its ack; throws AckError unless `{ok: true}`. */
   async send<E extends keyof ClientToServerEvents>(
     event: E,

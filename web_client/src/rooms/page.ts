@@ -178,7 +178,10 @@ class RoomPage {
     io.on(ServerEvent.server_shutdown, ({ reconnect_after_s }) => {
       say(this.notice, 'room.server_restarting', 'info', { seconds: Math.max(0, Math.round(reconnect_after_s)) });
     });
-    io.on(ServerEvent.error, (e) => say(this.notice, errorKey(e), 'error'));
+    io.on(ServerEvent.error, (e) => {
+      // Only pointers go as `y` without an ack: best effort, nothing to tell the user.
+      if (e.event !== ClientEvent.y) say(this.notice, errorKey(e), 'error');
+    });
     socket.connect();
   }
 
