@@ -12,6 +12,11 @@ import numpy as np
 from bench import stats
 from bench.scenario import ScenarioResult
 
+#: A generator whose event loop lags more than this at p99 is a bottleneck itself
+#: (BENCH.md): each latency it measures holds its receiver's lag, and more workers do not
+#: help on a machine whose cores the server and the generator already fill.
+GENERATOR_LAG_LIMIT_MS = 10.0
+
 
 def build(
     scenario: str,
@@ -23,6 +28,12 @@ def build(
     """The object ``--json`` writes (keys and order as in BENCH.md)."""
     extra = dict(result.extra)
     extra["generator_cpu_s"] = round(generator_cpu_s, 3)
+    lag = extra.get("generator_loop_lag_ms")
+    if isinstance(lag, dict) and float(lag.get("p99", 0.0)) > GENERATOR_LAG_LIMIT_MS:
+        extra["generator_overloaded"] = (
+            f"its event loop lagged {lag['p99']:g} ms at p99 (over {GENERATOR_LAG_LIMIT_MS:g}):"
+            " the latencies include that lag; this machine has no CPU to spare for this load"
+        )
     return {
         "scenario": scenario,
         "params": {

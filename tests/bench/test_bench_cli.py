@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import subprocess
@@ -17,7 +18,7 @@ import socketio
 from aiohttp import web
 from socketio.msgpack_packet import MsgPackPacket
 
-from bench import stats
+from bench import report, stats
 from bench.client import (
     ACK,
     CONNECT,
@@ -30,6 +31,7 @@ from bench.client import (
     new_session,
     parse_open,
 )
+from bench.scenario import ScenarioResult
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_KEYS = {"scenario", "params", "latency_ms", "throughput_per_s", "errors", "server", "extra"}
@@ -243,6 +245,27 @@ async def test_client_bound_to_a_loopback_source_address() -> None:
 
 
 # --- statistics ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lag_p99", "flagged"), [(3.0, False), (34.6, True)])
+def test_report_flags_an_overloaded_generator(lag_p99: float, flagged: bool) -> None:
+    result = ScenarioResult(
+        latency_label="x",
+        latency_ms=np.array([1.0, 2.0]),
+        latency_at_s=np.array([0.0, 0.5]),
+        throughput_per_s=2.0,
+        throughput_label="x/s",
+        errors=0,
+        extra={"generator_loop_lag_ms": {"p50": 1.0, "p95": 2.0, "p99": lag_p99, "max": 40.0}},
+    )
+    args = argparse.Namespace(rooms=1, participants=2, rate=2.0, duration=1.0)
+    extra = report.build("annotations", args, result, None, 1.5)["extra"]
+    assert ("generator_overloaded" in extra) is flagged
+    if flagged:
+        assert "34.6 ms at p99" in extra["generator_overloaded"]
+        assert "generator_overloaded: its event loop lagged" in report.summary(
+            report.build("annotations", args, result, None, 1.5), result
+        )
 
 
 def test_percentiles() -> None:
