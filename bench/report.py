@@ -13,8 +13,7 @@ from bench import stats
 from bench.scenario import ScenarioResult
 
 #: A generator whose event loop lags more than this at p99 is a bottleneck itself
-#: (BENCH.md): each latency it measures holds its receiver's lag, and more workers do not
-#: help on a machine whose cores the server and the generator already fill.
+#: (BENCH.md): each latency it measures holds its receiver's lag.
 GENERATOR_LAG_LIMIT_MS = 10.0
 
 
@@ -32,7 +31,7 @@ def build(
     if isinstance(lag, dict) and float(lag.get("p99", 0.0)) > GENERATOR_LAG_LIMIT_MS:
         extra["generator_overloaded"] = (
             f"its event loop lagged {lag['p99']:g} ms at p99 (over {GENERATOR_LAG_LIMIT_MS:g}):"
-            " the latencies include that lag; this machine has no CPU to spare for this load"
+            " the latencies include that lag (more --workers help only if cores are free)"
         )
     return {
         "scenario": scenario,
